@@ -1,0 +1,394 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/zhangban/zhangban/internal/db"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations are the auth tables.
+func Migrations() db.Component {
+	sub, _ := fsSub(migrations, "migrations")
+	return db.Component{Name: "auth", FS: sub}
+}
+
+// Settings tune a Service.
+type Settings struct {
+	AccessTTL  time.Duration
+	RefreshTTL time.Duration
+	Hash       HashParams
+}
+
+// Service signs accounts in and out and checks tokens.
+type Service struct {
+	pool  *pgxpool.Pool
+	keys  *Keyring
+	set   Settings
+	log   *slog.Logger
+	now   func() time.Time
+	dummy string // hash checked for unknown logins so they cost the same time
+}
+
+// New returns a Service over pool.
+func New(pool *pgxpool.Pool, keys *Keyring, set Settings, log *slog.Logger) *Service {
+	return &Service{pool: pool, keys: keys, set: set, log: log, now: time.Now,
+		dummy: hashPassword("zhangban-dummy-password", set.Hash)}
+}
+
+// Account is a person who can sign in.
+type Account struct {
+	ID          int64     `json:"id"`
+	Login       string    `json:"login,omitempty"`
+	Mobile      string    `json:"mobile,omitempty"`
+	DisplayName string    `json:"display_name"`
+	Superuser   bool      `json:"superuser"`
+	Disabled    bool      `json:"disabled"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Principal is who a valid access token speaks for.
+type Principal struct {
+	AccountID int64
+	SessionID int64
+	Superuser bool
+}
+
+// TokenPair is what a sign-in or a refresh returns.
+type TokenPair struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	ExpiresIn    int    `json:"expires_in"` // seconds the access token lives
+	TokenType    string `json:"token_type"`
+}
+
+// Session is one device's sign-in, as an administrator sees it.
+type Session struct {
+	ID            int64      `json:"id"`
+	Device        string     `json:"device"`
+	ClientAddr    string     `json:"client_addr"`
+	CreatedAt     time.Time  `json:"created_at"`
+	LastUsedAt    time.Time  `json:"last_used_at"`
+	ExpiresAt     time.Time  `json:"expires_at"`
+	RevokedAt     *time.Time `json:"revoked_at,omitempty"`
+	RevokedReason string     `json:"revoked_reason,omitempty"`
+}
+
+// LoginRequest is a sign-in attempt.
+type LoginRequest struct {
+	Login      string // login name or mobile number
+	Password   string
+	Device     string // client-chosen device id; a new login on it replaces its old session
+	ClientAddr string
+}
+
+const maxPasswordLen = 256
+
+// Login checks the password and opens a session.
+func (s *Service) Login(ctx context.Context, r LoginRequest) (TokenPair, error) {
+	login := normalizeLogin(r.Login)
+	if login == "" || r.Password == "" || len(r.Password) > maxPasswordLen || len(login) > 64 {
+		return TokenPair{}, ErrInvalidCredentials
+	}
+	keys := throttleKeys(login, r.ClientAddr)
+	if err := s.checkThrottle(ctx, keys); err != nil {
+		return TokenPair{}, err
+	}
+	var (
+		id       int64
+		hash     string
+		disabled *time.Time
+	)
+	err := s.pool.QueryRow(ctx, `SELECT id, password_hash, disabled_at FROM accounts WHERE login = $1 OR mobile = $1`, login).Scan(&id, &hash, &disabled)
+	if errors.Is(err, pgx.ErrNoRows) {
+		checkPassword(r.Password, s.dummy, s.set.Hash) // same cost as a real check
+		return TokenPair{}, s.failed(ctx, keys)
+	}
+	if err != nil {
+		return TokenPair{}, err
+	}
+	ok, stale, err := checkPassword(r.Password, hash, s.set.Hash)
+	if err != nil {
+		return TokenPair{}, fmt.Errorf("account %d: %w", id, err)
+	}
+	if !ok || disabled != nil {
+		return TokenPair{}, s.failed(ctx, keys)
+	}
+	if stale {
+		if _, err := s.pool.Exec(ctx, `UPDATE accounts SET password_hash = $2 WHERE id = $1`, id, hashPassword(r.Password, s.set.Hash)); err != nil {
+			s.log.WarnContext(ctx, "rehash failed", "account", id, "err", err)
+		}
+	}
+	device := strings.TrimSpace(r.Device)
+	if utf8.RuneCountInString(device) > 128 {
+		device = string([]rune(device)[:128])
+	}
+	var pair TokenPair
+	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM auth_throttle WHERE key = $1`, keys[0]); err != nil {
+			return err
+		}
+		if device != "" {
+			if _, err := tx.Exec(ctx, `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'replaced by a new sign-in on the device'
+				WHERE account_id = $1 AND device = $2 AND revoked_at IS NULL`, id, device); err != nil {
+				return err
+			}
+		}
+		var sid int64
+		if err := tx.QueryRow(ctx, `INSERT INTO auth_sessions (account_id, device, client_addr, expires_at)
+			VALUES ($1, $2, $3, now() + $4::interval) RETURNING id`, id, device, r.ClientAddr, s.set.RefreshTTL).Scan(&sid); err != nil {
+			return err
+		}
+		var err error
+		pair, err = s.issue(ctx, tx, id, sid)
+		return err
+	})
+	return pair, err
+}
+
+// issue creates a refresh token for session sid and signs an access token.
+func (s *Service) issue(ctx context.Context, tx pgx.Tx, accountID, sid int64) (TokenPair, error) {
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	refresh := "zbr_" + base64.RawURLEncoding.EncodeToString(raw)
+	sum := sha256.Sum256([]byte(refresh))
+	if _, err := tx.Exec(ctx, `INSERT INTO auth_refresh_tokens (hash, session_id) VALUES ($1, $2)`, sum[:], sid); err != nil {
+		return TokenPair{}, err
+	}
+	access, err := s.keys.sign(accountID, sid, s.now(), s.set.AccessTTL)
+	if err != nil {
+		return TokenPair{}, err
+	}
+	return TokenPair{AccessToken: access, RefreshToken: refresh, ExpiresIn: int(s.set.AccessTTL / time.Second), TokenType: "Bearer"}, nil
+}
+
+// Refresh rotates a refresh token. Presenting a token that was rotated
+// before revokes its session: one of the two holders is not the owner.
+func (s *Service) Refresh(ctx context.Context, refresh, device string) (TokenPair, error) {
+	if !strings.HasPrefix(refresh, "zbr_") || len(refresh) > 100 {
+		return TokenPair{}, ErrTokenInvalid
+	}
+	sum := sha256.Sum256([]byte(refresh))
+	var pair TokenPair
+	var reused bool
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		var (
+			sid, accountID   int64
+			rotated, revoked *time.Time
+			expires          time.Time
+			sessDevice       string
+			disabled         *time.Time
+		)
+		err := tx.QueryRow(ctx, `SELECT t.session_id, t.rotated_at, s.account_id, s.revoked_at, s.expires_at, s.device, a.disabled_at
+			FROM auth_refresh_tokens t JOIN auth_sessions s ON s.id = t.session_id JOIN accounts a ON a.id = s.account_id
+			WHERE t.hash = $1 FOR UPDATE OF t, s`, sum[:]).Scan(&sid, &rotated, &accountID, &revoked, &expires, &sessDevice, &disabled)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrTokenInvalid
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case revoked != nil:
+			return ErrSessionRevoked
+		case rotated != nil:
+			reused = true
+			_, err := tx.Exec(ctx, `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'refresh token reused' WHERE id = $1`, sid)
+			return err
+		case !s.now().Before(expires):
+			return ErrTokenExpired
+		case disabled != nil:
+			return ErrAccountDisabled
+		case device != "" && sessDevice != "" && device != sessDevice:
+			return ErrTokenInvalid
+		}
+		if _, err := tx.Exec(ctx, `UPDATE auth_refresh_tokens SET rotated_at = now() WHERE hash = $1`, sum[:]); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE auth_sessions SET last_used_at = now(), expires_at = now() + $2::interval WHERE id = $1`, sid, s.set.RefreshTTL); err != nil {
+			return err
+		}
+		pair, err = s.issue(ctx, tx, accountID, sid)
+		return err
+	})
+	if err == nil && reused {
+		// The revocation committed; now tell the caller.
+		s.log.WarnContext(ctx, "refresh token reuse: session revoked")
+		return TokenPair{}, ErrRefreshReused
+	}
+	return pair, err
+}
+
+// Authenticate checks an access token and that its session is still open.
+func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
+	accountID, sid, err := s.keys.verify(token, s.now())
+	if err != nil {
+		return Principal{}, err
+	}
+	var (
+		revoked, disabled *time.Time
+		super             bool
+	)
+	err = s.pool.QueryRow(ctx, `SELECT s.revoked_at, a.disabled_at, a.superuser FROM auth_sessions s JOIN accounts a ON a.id = s.account_id
+		WHERE s.id = $1 AND s.account_id = $2`, sid, accountID).Scan(&revoked, &disabled, &super)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Principal{}, ErrTokenInvalid
+	case err != nil:
+		return Principal{}, err
+	case revoked != nil:
+		return Principal{}, ErrSessionRevoked
+	case disabled != nil:
+		return Principal{}, ErrAccountDisabled
+	}
+	return Principal{AccountID: accountID, SessionID: sid, Superuser: super}, nil
+}
+
+// Logout ends the caller's session.
+func (s *Service) Logout(ctx context.Context, p Principal) error {
+	_, err := s.pool.Exec(ctx, `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'signed out' WHERE id = $1 AND revoked_at IS NULL`, p.SessionID)
+	return err
+}
+
+// Sessions lists an account's sessions, newest first.
+func (s *Service) Sessions(ctx context.Context, accountID int64) ([]Session, error) {
+	if _, err := s.Account(ctx, accountID); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, device, client_addr, created_at, last_used_at, expires_at, revoked_at, coalesce(revoked_reason, '')
+		FROM auth_sessions WHERE account_id = $1 ORDER BY created_at DESC, id DESC LIMIT 500`, accountID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Session, error) {
+		var x Session
+		err := r.Scan(&x.ID, &x.Device, &x.ClientAddr, &x.CreatedAt, &x.LastUsedAt, &x.ExpiresAt, &x.RevokedAt, &x.RevokedReason)
+		return x, err
+	})
+}
+
+// RevokeSession ends one session of an account.
+func (s *Service) RevokeSession(ctx context.Context, accountID, sessionID int64, reason string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE auth_sessions SET revoked_at = coalesce(revoked_at, now()), revoked_reason = coalesce(revoked_reason, $3)
+		WHERE id = $1 AND account_id = $2`, sessionID, accountID, reason)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// Account returns one account.
+func (s *Service) Account(ctx context.Context, id int64) (Account, error) {
+	var a Account
+	var login, mobile *string
+	var disabled *time.Time
+	err := s.pool.QueryRow(ctx, `SELECT id, login, mobile, display_name, superuser, disabled_at, created_at FROM accounts WHERE id = $1`, id).
+		Scan(&a.ID, &login, &mobile, &a.DisplayName, &a.Superuser, &disabled, &a.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return a, ErrNotFound
+	}
+	if login != nil {
+		a.Login = *login
+	}
+	if mobile != nil {
+		a.Mobile = *mobile
+	}
+	a.Disabled = disabled != nil
+	return a, err
+}
+
+// NewAccount describes an account to create.
+type NewAccount struct {
+	Login       string `json:"login"`
+	Mobile      string `json:"mobile"`
+	DisplayName string `json:"display_name"`
+	Password    string `json:"password"`
+	Superuser   bool   `json:"superuser"`
+}
+
+var (
+	loginRe  = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{1,63}$`)
+	mobileRe = regexp.MustCompile(`^1[0-9]{10}$`)
+)
+
+// CreateAccount validates and stores a new account.
+func (s *Service) CreateAccount(ctx context.Context, n NewAccount) (Account, error) {
+	n.Login = normalizeLogin(n.Login)
+	n.Mobile = strings.TrimSpace(n.Mobile)
+	n.DisplayName = strings.TrimSpace(n.DisplayName)
+	switch {
+	case n.Login == "" && n.Mobile == "":
+		return Account{}, &InvalidAccountError{"login", "an account needs a login name or a mobile number"}
+	case n.Login != "" && !loginRe.MatchString(n.Login):
+		return Account{}, &InvalidAccountError{"login", "2-64 characters: lower-case letters, digits, '.', '_' or '-'"}
+	case n.Login != "" && mobileRe.MatchString(n.Login):
+		return Account{}, &InvalidAccountError{"login", "must not look like a mobile number; put it in mobile"}
+	case n.Mobile != "" && !mobileRe.MatchString(n.Mobile):
+		return Account{}, &InvalidAccountError{"mobile", "11 digits starting with 1"}
+	case n.DisplayName == "" || utf8.RuneCountInString(n.DisplayName) > 100:
+		return Account{}, &InvalidAccountError{"display_name", "1-100 characters"}
+	case len(n.Password) < 8 || len(n.Password) > maxPasswordLen:
+		return Account{}, &InvalidAccountError{"password", fmt.Sprintf("8-%d bytes", maxPasswordLen)}
+	}
+	var id int64
+	err := s.pool.QueryRow(ctx, `INSERT INTO accounts (login, mobile, display_name, password_hash, superuser)
+		VALUES (nullif($1, ''), nullif($2, ''), $3, $4, $5) RETURNING id`,
+		n.Login, n.Mobile, n.DisplayName, hashPassword(n.Password, s.set.Hash), n.Superuser).Scan(&id)
+	if db.SQLState(err) == db.UniqueViolation {
+		return Account{}, ErrLoginTaken
+	}
+	if err != nil {
+		return Account{}, err
+	}
+	return s.Account(ctx, id)
+}
+
+// Bootstrap creates the first administrator when there is no account at
+// all. With loginPassword ("login:password") empty it generates a password.
+// It returns the password only when it generated one, so the caller can show
+// it once.
+func (s *Service) Bootstrap(ctx context.Context, loginPassword string) (created bool, login, generated string, err error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM accounts LIMIT 1) x`).Scan(&n); err != nil || n > 0 {
+		return false, "", "", err
+	}
+	login, pw, ok := strings.Cut(loginPassword, ":")
+	if !ok {
+		login = "admin"
+		raw := make([]byte, 12)
+		rand.Read(raw)
+		pw = base64.RawURLEncoding.EncodeToString(raw)
+		generated = pw
+	}
+	if _, err := s.CreateAccount(ctx, NewAccount{Login: login, DisplayName: "Administrator", Password: pw, Superuser: true}); err != nil {
+		if errors.Is(err, ErrLoginTaken) { // another node won the race
+			return false, "", "", nil
+		}
+		return false, "", "", fmt.Errorf("bootstrap administrator: %w", err)
+	}
+	return true, login, generated, nil
+}
+
+func normalizeLogin(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// SetClock replaces the clock used for token times; for tests.
+func (s *Service) SetClock(now func() time.Time) { s.now = now }
