@@ -140,7 +140,9 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := a.ready(ctx); err != nil {
-		writeAPIError(w, r, apiErr(CodeUnavailable, "not ready: %v", err))
+		// The detail may name hosts and users: log it, do not show it.
+		a.log.WarnContext(ctx, "not ready", "err", err)
+		writeAPIError(w, r, apiErr(CodeUnavailable, "not ready: a dependency is unreachable; see the server log"))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

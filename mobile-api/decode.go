@@ -40,8 +40,11 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *Err
 
 // unmarshalStrict is decodeJSON without the HTTP: the part worth fuzzing.
 func unmarshalStrict(body []byte, v any) *Error {
-	if len(bytes.TrimSpace(body)) == 0 {
+	switch string(bytes.TrimSpace(body)) {
+	case "":
 		return apiErr(CodeMalformedJSON, "the body is empty; send a JSON object")
+	case "null":
+		return apiErr(CodeMalformedJSON, "the body must be a JSON object, not null")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

@@ -108,7 +108,7 @@ func toAPIError(err error) *Error {
 		return apiErr(CodeTokenExpired, "the token has expired: refresh it, or sign in again")
 	case errors.Is(err, auth.ErrRefreshReused):
 		return apiErr(CodeRefreshReused, "%s", err.Error())
-	case errors.Is(err, auth.ErrTokenInvalid), errors.Is(err, auth.ErrSessionRevoked), errors.Is(err, auth.ErrAccountDisabled):
+	case errors.Is(err, auth.ErrTokenInvalid), errors.Is(err, auth.ErrSessionRevoked), errors.Is(err, auth.ErrSessionExpired), errors.Is(err, auth.ErrAccountDisabled):
 		return apiErr(CodeUnauthenticated, "%s: sign in again", err.Error())
 	case errors.Is(err, auth.ErrNotFound):
 		return apiErr(CodeNotFound, "not found")

@@ -67,7 +67,9 @@ func (a *API) idempotent(h func(http.ResponseWriter, *http.Request, auth.Princip
 		rec := &teeWriter{ResponseWriter: w}
 		h(rec, r, p)
 		ctx = r.Context()
-		if rec.status >= 500 || rec.status == 0 {
+		// Only successes are replayed: after an error the client may fix the
+		// request and retry with the same key.
+		if rec.status >= 400 || rec.status == 0 {
 			_, err = a.pool.Exec(ctx, `DELETE FROM api_idempotency WHERE account_id = $1 AND key = $2`, p.AccountID, key)
 		} else {
 			_, err = a.pool.Exec(ctx, `UPDATE api_idempotency SET status = $3, content_type = $4, location = $5, body = $6 WHERE account_id = $1 AND key = $2`,

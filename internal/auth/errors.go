@@ -12,6 +12,7 @@ var (
 	ErrTokenExpired       = errors.New("token has expired")
 	ErrTokenInvalid       = errors.New("token is not valid")
 	ErrSessionRevoked     = errors.New("session has been revoked")
+	ErrSessionExpired     = errors.New("session has expired")
 	ErrRefreshReused      = errors.New("refresh token was already used; the session has been revoked, sign in again")
 	ErrAccountDisabled    = errors.New("account is disabled")
 	ErrNotFound           = errors.New("not found")

@@ -212,7 +212,8 @@ func (s *Service) Refresh(ctx context.Context, refresh, device string) (TokenPai
 			_, err := tx.Exec(ctx, `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'refresh token reused' WHERE id = $1`, sid)
 			return err
 		case !s.now().Before(expires):
-			return ErrTokenExpired
+			// Not ErrTokenExpired: that tells a client to refresh, and this is the refresh.
+			return ErrSessionExpired
 		case disabled != nil:
 			return ErrAccountDisabled
 		case device != "" && sessDevice != "" && device != sessDevice:
