@@ -16,7 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/zhangban/zhangban/internal/auth"
+	"github.com/zhangban/zhangban/internal/authz"
 	"github.com/zhangban/zhangban/internal/db"
+	"github.com/zhangban/zhangban/org"
 )
 
 //go:embed migrations/*.sql
@@ -37,6 +39,8 @@ func OpenAPI() []byte { return openAPIDoc }
 // Deps are what the API is built from.
 type Deps struct {
 	Auth     *auth.Service
+	Authz    *authz.Authorizer
+	Org      *org.Service
 	Pool     *pgxpool.Pool
 	Ready    func(ctx context.Context) error // database and bus reachable
 	Log      *slog.Logger
@@ -46,6 +50,8 @@ type Deps struct {
 // API is the HTTP handler tree.
 type API struct {
 	auth     *auth.Service
+	authz    *authz.Authorizer
+	org      *org.Service
 	pool     *pgxpool.Pool
 	ready    func(ctx context.Context) error
 	log      *slog.Logger
@@ -57,7 +63,7 @@ type API struct {
 
 // New builds the API and its routes.
 func New(d Deps) *API {
-	a := &API{auth: d.Auth, pool: d.Pool, ready: d.Ready, log: d.Log, registry: d.Registry,
+	a := &API{auth: d.Auth, authz: d.Authz, org: d.Org, pool: d.Pool, ready: d.Ready, log: d.Log, registry: d.Registry,
 		metrics: newHTTPMetrics(d.Registry), mux: http.NewServeMux()}
 	a.routes()
 	return a
@@ -89,6 +95,7 @@ func (a *API) routes() {
 	m.HandleFunc("GET /v1/accounts/{id}", a.authed(a.getAccount))
 	m.HandleFunc("GET /v1/accounts/{id}/sessions", a.authed(a.listSessions))
 	m.HandleFunc("DELETE /v1/accounts/{id}/sessions/{sid}", a.authed(a.revokeSession))
+	a.orgRoutes()
 }
 
 // Handler is the whole HTTP surface with its middleware.

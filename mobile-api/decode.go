@@ -9,6 +9,8 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+
+	"github.com/zhangban/zhangban/org"
 )
 
 // Body limits. Requests are small JSON objects; anything larger is refused
@@ -52,8 +54,11 @@ func unmarshalStrict(body []byte, v any) *Error {
 		var (
 			syn *json.SyntaxError
 			typ *json.UnmarshalTypeError
+			inv *org.InvalidError // from a field's own UnmarshalText (a level name)
 		)
 		switch {
+		case errors.As(err, &inv):
+			return invalidField(inv.Field, inv.Problem)
 		case errors.As(err, &syn):
 			return apiErr(CodeMalformedJSON, "malformed JSON at byte %d: %v", syn.Offset, err)
 		case errors.As(err, &typ):

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/zhangban/zhangban/internal/auth"
+	"github.com/zhangban/zhangban/internal/authz"
+	"github.com/zhangban/zhangban/org"
 )
 
 // Code is a stable, documented error code. Clients branch on it, never on
@@ -30,6 +32,7 @@ const (
 	CodeNotFound             Code = "not_found"              // 404: no such route or object (or not visible to the caller)
 	CodeMethodNotAllowed     Code = "method_not_allowed"     // 405: the route exists with other methods (see Allow)
 	CodeAlreadyExists        Code = "already_exists"         // 409: a unique attribute is taken
+	CodeFailedPrecondition   Code = "failed_precondition"    // 409: the current state does not allow it (level, cycle, dissolved, blockers in details)
 	CodeRequestInProgress    Code = "request_in_progress"    // 409: a request with this Idempotency-Key is still running
 	CodePayloadTooLarge      Code = "payload_too_large"      // 413: the body exceeds the route's limit
 	CodeUnsupportedMediaType Code = "unsupported_media_type" // 415: the body is not application/json
@@ -50,6 +53,7 @@ var codeStatus = map[Code]int{
 	CodeNotFound:             http.StatusNotFound,
 	CodeMethodNotAllowed:     http.StatusMethodNotAllowed,
 	CodeAlreadyExists:        http.StatusConflict,
+	CodeFailedPrecondition:   http.StatusConflict,
 	CodeRequestInProgress:    http.StatusConflict,
 	CodePayloadTooLarge:      http.StatusRequestEntityTooLarge,
 	CodeUnsupportedMediaType: http.StatusUnsupportedMediaType,
@@ -91,6 +95,8 @@ func toAPIError(err error) *Error {
 		ae   *Error
 		thr  *auth.ThrottledError
 		inv  *auth.InvalidAccountError
+		oinv *org.InvalidError
+		blk  *org.BlockedError
 		maxb *http.MaxBytesError
 	)
 	switch {
@@ -100,6 +106,22 @@ func toAPIError(err error) *Error {
 		return &Error{Code: CodeTooManyRequests, Message: thr.Error(), retryAfter: thr.RetryAfter}
 	case errors.As(err, &inv):
 		return invalidField(inv.Field, inv.Problem)
+	case errors.As(err, &oinv):
+		return invalidField(oinv.Field, oinv.Problem)
+	case errors.As(err, &blk):
+		return &Error{Code: CodeFailedPrecondition, Message: blk.Error(), Details: map[string]any{"blockers": blk.Blockers}}
+	case errors.Is(err, org.ErrNotFound), errors.Is(err, authz.ErrUnknownUnit), errors.Is(err, authz.ErrGrantNotFound):
+		return apiErr(CodeNotFound, "not found")
+	case errors.Is(err, org.ErrLevelMismatch), errors.Is(err, org.ErrCycle), errors.Is(err, org.ErrDissolved):
+		return apiErr(CodeFailedPrecondition, "%s", err.Error())
+	case errors.Is(err, org.ErrDuplicateCode), errors.Is(err, org.ErrConflict):
+		return apiErr(CodeAlreadyExists, "%s", err.Error())
+	case errors.Is(err, authz.ErrDenied):
+		return apiErr(CodePermissionDenied, "%s", err.Error())
+	case errors.Is(err, authz.ErrInvalidRole):
+		return invalidField("role", "want admin, leader, staff, grid_worker or auditor")
+	case errors.Is(err, authz.ErrInvalidAccount):
+		return invalidField("account_id", "no such account")
 	case errors.As(err, &maxb):
 		return apiErr(CodePayloadTooLarge, "request body exceeds %d bytes", maxb.Limit)
 	case errors.Is(err, auth.ErrInvalidCredentials):

@@ -14,10 +14,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zhangban/zhangban/internal/auth"
+	"github.com/zhangban/zhangban/internal/authz"
 	"github.com/zhangban/zhangban/internal/testenv"
+	"github.com/zhangban/zhangban/org"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m, auth.Migrations(), Migrations()) }
+func TestMain(m *testing.M) {
+	testenv.Main(m, auth.Migrations(), authz.Migrations(), org.Migrations(), Migrations())
+}
 
 // testServer is the whole API over a fresh database.
 type testServer struct {
@@ -25,6 +29,8 @@ type testServer struct {
 	t     *testing.T
 	api   *API
 	auth  *auth.Service
+	org   *org.Service
+	authz *authz.Authorizer
 	admin string // access token of a superuser
 }
 
@@ -43,11 +49,25 @@ func newTestServer(t *testing.T) *testServer {
 	if _, _, _, err := svc.Bootstrap(context.Background(), "admin:"+adminPassword); err != nil {
 		t.Fatal(err)
 	}
-	api := New(Deps{Auth: svc, Pool: pool, Log: log, Registry: prometheus.NewRegistry(),
+	bus := testenv.Bus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tree, err := org.LoadTree(ctx, pool, bus.Conn(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tree.Close)
+	az, err := authz.New(ctx, pool, bus.Conn(), tree, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(az.Close)
+	orgSvc := org.NewService(pool, az, tree, log)
+	api := New(Deps{Auth: svc, Authz: az, Org: orgSvc, Pool: pool, Log: log, Registry: prometheus.NewRegistry(),
 		Ready: func(ctx context.Context) error { return pool.Ping(ctx) }})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	ts := &testServer{Server: srv, t: t, api: api, auth: svc}
+	ts := &testServer{Server: srv, t: t, api: api, auth: svc, org: orgSvc, authz: az}
 	ts.admin = ts.login("admin", adminPassword, "admin-device").AccessToken
 	return ts
 }

@@ -7,9 +7,10 @@ package mobileapi
 //     response admits only codes of its status, each operation's description
 //     lists exactly the codes its responses admit, every response declares
 //     X-Request-Id.
-//   - TestOpenAPIRoutes compares the routes registered in api.go's routes()
-//     (read from the source) with the documented operations, both ways, and
-//     asks the live mux that every documented operation reaches its route.
+//   - TestOpenAPIRoutes compares the routes the package registers (read from
+//     the source of every non-test file: api.go's routes(), handlers_org.go's
+//     orgRoutes(), …) with the documented operations, both ways, and asks the
+//     live mux that every documented operation reaches its route.
 //   - TestConformance drives real requests through the whole API and
 //     validates every answer (status, declared headers, body) against the
 //     document with openapi3filter.ValidateResponse, and every request with
@@ -52,6 +53,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -67,6 +69,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zhangban/zhangban/internal/auth"
+	"github.com/zhangban/zhangban/internal/authz"
+	"github.com/zhangban/zhangban/org"
 )
 
 // loadOpenAPI loads the embedded document and validates it.
@@ -200,56 +204,81 @@ func TestOpenAPIDocument(t *testing.T) {
 	}
 }
 
-// serverRoute is one pattern registered in api.go's routes().
+// serverRoute is one pattern the package registers on its mux.
 type serverRoute struct {
 	authed, idempotent bool // wrapped in a.authed / a.idempotent
 }
 
-// serverRoutes reads the patterns registered in routes() from api.go, so a
-// route added there without documenting it fails TestOpenAPIRoutes. Routes
-// other packages add through (*API).Handle (the gateway's /v1/ws) are theirs
-// to document.
+// serverRoutes reads the patterns registered with HandleFunc or Handle in
+// every non-test source file of the package (routes() in api.go, orgRoutes()
+// in handlers_org.go, and whatever comes next), so a route added anywhere
+// without documenting it fails TestOpenAPIRoutes. Routes other packages add
+// through (*API).Handle (the gateway's /v1/ws) are theirs to document: the
+// pattern inside that method is a parameter, not a literal, and is skipped.
 func serverRoutes(t *testing.T) map[string]serverRoute {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "api.go", nil, 0)
+	entries, err := os.ReadDir(".")
 	if err != nil {
 		t.Fatal(err)
 	}
+	fset := token.NewFileSet()
 	routes := map[string]serverRoute{}
-	for _, d := range f.Decls {
-		fn, ok := d.(*ast.FuncDecl)
-		if !ok || fn.Name.Name != "routes" || fn.Recv == nil {
+	where := map[string]string{}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
 			continue
 		}
-		ast.Inspect(fn.Body, func(n ast.Node) bool {
-			call, ok := n.(*ast.CallExpr)
-			if !ok || len(call.Args) != 2 {
-				return true
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Body == nil {
+				continue
 			}
-			sel, ok := call.Fun.(*ast.SelectorExpr)
-			if !ok || (sel.Sel.Name != "HandleFunc" && sel.Sel.Name != "Handle") {
-				return true
-			}
-			lit, ok := call.Args[0].(*ast.BasicLit)
-			if !ok || lit.Kind != token.STRING {
-				t.Errorf("routes(): a pattern that is not a string literal: cannot check it against the document")
-				return true
-			}
-			pattern, _ := strconv.Unquote(lit.Value)
-			var r serverRoute
-			ast.Inspect(call.Args[1], func(n ast.Node) bool {
-				if s, ok := n.(*ast.SelectorExpr); ok {
-					r.authed = r.authed || s.Sel.Name == "authed"
-					r.idempotent = r.idempotent || s.Sel.Name == "idempotent"
+			forOthers := fn.Recv != nil && fn.Name.Name == "Handle" // (*API).Handle
+			ast.Inspect(fn.Body, func(n ast.Node) bool {
+				call, ok := n.(*ast.CallExpr)
+				if !ok || len(call.Args) != 2 {
+					return true
 				}
+				sel, ok := call.Fun.(*ast.SelectorExpr)
+				if !ok || (sel.Sel.Name != "HandleFunc" && sel.Sel.Name != "Handle") {
+					return true
+				}
+				lit, ok := call.Args[0].(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					if !forOthers {
+						t.Errorf("%s: a pattern that is not a string literal: cannot check it against the document", fset.Position(call.Pos()))
+					}
+					return true
+				}
+				pattern, _ := strconv.Unquote(lit.Value)
+				var r serverRoute
+				ast.Inspect(call.Args[1], func(n ast.Node) bool {
+					if s, ok := n.(*ast.SelectorExpr); ok {
+						r.authed = r.authed || s.Sel.Name == "authed"
+						r.idempotent = r.idempotent || s.Sel.Name == "idempotent"
+					}
+					return true
+				})
+				pos := fset.Position(call.Pos()).String()
+				if prev, dup := where[pattern]; dup {
+					t.Errorf("%s registers %q again (first at %s): the mux would panic", pos, pattern, prev)
+				}
+				where[pattern] = pos
+				routes[pattern] = r
 				return true
 			})
-			routes[pattern] = r
-			return true
-		})
+		}
 	}
-	if len(routes) == 0 {
+	if _, ok := routes["GET /healthz"]; !ok {
 		t.Fatal("found no routes in api.go's routes()")
+	}
+	if _, ok := routes["GET /v1/org/units/{id}"]; !ok {
+		t.Fatal("found no routes in handlers_org.go's orgRoutes()")
 	}
 	return routes
 }
@@ -283,7 +312,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 	params := regexp.MustCompile(`\{[^}]+\}`)
 	for key := range ops {
 		if _, ok := routes[key]; !ok {
-			t.Errorf("the document describes %q; routes() does not register it", key)
+			t.Errorf("the document describes %q; the server does not register it", key)
 		}
 		method, path, _ := strings.Cut(key, " ")
 		req, err := http.NewRequest(method, params.ReplaceAllString(path, "1"), nil)
@@ -366,6 +395,16 @@ func TestOpenAPIKinEnforces31(t *testing.T) {
 		{"Account", `{"id":1e19,"display_name":"d","superuser":false,"disabled":false,"created_at":"2026-01-02T03:04:05Z"}`, false},                                      // maximum (see above)
 		{"TokenPair", `{"access_token":"a.b.c","refresh_token":"zbr_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","expires_in":3000000000,"token_type":"Bearer"}`, false}, // int32
 		{"NewAccount", `{"display_name":"d","password":"p"}`, false},                                                                                                     // anyOf required
+		{"Error", `{"error":{"code":"failed_precondition","message":"m","request_id":"r"}}`, true},
+		{"Error", `{"error":{"code":"failed_precondition","message":"m","request_id":"r","details":{"blockers":[{"kind":"members","count":2,"sample":["a","b"]}]}}}`, true},
+		{"Error", `{"error":{"code":"failed_precondition","message":"m","request_id":"r","details":{"field":"f","problem":"p"}}}`, false}, // nested if/then
+		{"Error", `{"error":{"code":"failed_precondition","message":"m","request_id":"r","details":{"blockers":[]}}}`, false},             // minItems
+		{"Member", `{"account_id":1,"name":"n","pinyin":"n","mobile":"138****1234","mobile_masked":true,"position":{"id":1,"account_id":1,"unit_id":1,"unit_name":"u","title":"","leader":false,"primary":true,"sort_order":0,"version":1}}`, true},
+		{"Member", `{"account_id":1,"name":"n","pinyin":"n","mobile":"13812341234","mobile_masked":true,"position":{"id":1,"account_id":1,"unit_id":1,"unit_name":"u","title":"","leader":false,"primary":true,"sort_order":0,"version":1}}`, false}, // masked means masked
+		{"Unit", `{"id":1,"parent_id":null,"level":"province","name":"p","code":null,"sort_order":0,"status":"active","generated":false,"version":1,"updated_at":"2026-01-02T03:04:05Z"}`, true},
+		{"Unit", `{"id":1,"parent_id":null,"level":7,"name":"p","code":null,"sort_order":0,"status":"active","generated":false,"version":1,"updated_at":"2026-01-02T03:04:05Z"}`, false}, // enum
+		{"Change", `{"version":1,"entity":"unit","id":1,"op":"delete"}`, true},
+		{"Change", `{"version":1,"entity":"unit","id":1,"op":"upsert"}`, false}, // an upsert carries the entity
 	}
 	for _, c := range cases {
 		err := schema(c.schema).VisitJSON(decode(c.value), opts...)
@@ -653,7 +692,8 @@ func (c *conformance) checkCoverage(t *testing.T) {
 }
 
 func TestConformance(t *testing.T) {
-	ts := newTestServer(t)
+	world := newOrgWorld(t) // the org routes need a tree with people in it
+	ts := world.testServer
 	c := newConformance(t, ts)
 	pool := ts.api.pool
 	ctx := context.Background()
@@ -869,6 +909,8 @@ func TestConformance(t *testing.T) {
 		c.tooLarge(t, "POST", "/v1/auth/logout")
 	})
 
+	t.Run("org", func(t *testing.T) { orgConformance(t, c, world) })
+
 	t.Run("draining", func(t *testing.T) {
 		ts.api.Drain()
 		c.call(t, "readyz while draining", exchange{method: "GET", path: "/readyz", status: 503, code: CodeUnavailable})
@@ -876,4 +918,671 @@ func TestConformance(t *testing.T) {
 
 	c.checkCoverage(t)
 	t.Logf("operations covered: %v", slices.Sorted(maps.Keys(c.statuses)))
+}
+
+// decodeAs decodes an answer the test goes on with.
+func decodeAs[T any](t *testing.T, body []byte) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("decoding %T: %v: %s", v, err, body)
+	}
+	return v
+}
+
+// errorDetails decodes the details of an error answer.
+func errorDetails[T any](t *testing.T, body []byte) T {
+	t.Helper()
+	return decodeAs[struct {
+		Error struct{ Details T }
+	}](t, body).Error.Details
+}
+
+// orgConformance drives every org route through w, the tree of newOrgWorld:
+//
+//	浙江 P ─ 杭州 C1 ─ 西湖区 K1 (the actors' unit) ─ 北山街道 T1
+//	       │         └ 上城区 K2
+//	       └ 宁波 C2 ─ 海曙区 K3
+//	江苏 P2 ─ 南京 C3
+//
+// The actors hold their role at K1, so K1 and T1 are theirs, C1 and P are
+// visible (above their unit) but not theirs, and K2, K3 and C3 are invisible:
+// those must answer exactly like ids that do not exist. Requests that depend
+// on the rule for granting roles use the superuser, or an admin granting
+// admin below their unit, which every version of the rule allows.
+func orgConformance(t *testing.T, c *conformance, w *orgWorld) {
+	ctx := context.Background()
+	su, admin, leader, staff, auditor := w.admin, w.tokens[authz.RoleAdmin], w.tokens[authz.RoleLeader], w.tokens[authz.RoleStaff], w.tokens[authz.RoleAuditor]
+	k1, t1, c1, k2 := w.units["same"], w.units["descendant"], w.units["ancestor"], w.units["sibling"]
+	id := func(n int64) string { return strconv.FormatInt(n, 10) }
+	unitPath := func(u int64, rest ...string) string { return "/v1/org/units/" + id(u) + strings.Join(rest, "") }
+	const unknown = "999999"
+	accountOf := func(token string) auth.Account {
+		_, body := c.call(t, "who", exchange{method: "GET", path: "/v1/me", token: token, status: 200})
+		return decodeAs[auth.Account](t, body)
+	}
+	adminAcc, staffAcc := accountOf(admin), accountOf(staff)
+	// inProgress pretends a request with key is still running for account.
+	inProgress := func(account int64, key, path, body string) {
+		hash := sha256.Sum256([]byte("POST " + path + "\n" + body))
+		if _, err := w.api.pool.Exec(ctx, `INSERT INTO api_idempotency (account_id, key, request_hash) VALUES ($1, $2, $3)`, account, key, hash[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// positionOf finds account's position in unit through the superuser's eyes.
+	positionOf := func(unit, account int64) int64 {
+		t.Helper()
+		_, body := c.call(t, "superuser lists members", exchange{method: "GET", path: unitPath(unit, "/members?limit=500"), token: su, status: 200})
+		for _, m := range decodeAs[struct{ Members []org.Member }](t, body).Members {
+			if m.AccountID == account {
+				return m.Position.ID
+			}
+		}
+		t.Fatalf("account %d holds no position in unit %d", account, unit)
+		return 0
+	}
+
+	var t2, v1, d org.Unit // a new township under K1, a village under T1, a township to dissolve
+	t.Run("createUnit", func(t *testing.T) {
+		const path = "/v1/org/units"
+		lingyin := fmt.Sprintf(`{"parent_id":%d,"name":"灵隐街道","code":"330106005","level":"township"}`, k1)
+		hdr, body := c.call(t, "create", exchange{method: "POST", path: path, token: admin, body: lingyin, hdr: []string{"Idempotency-Key", "unit-1"}, status: 201})
+		t2 = decodeAs[org.Unit](t, body)
+		if hdr.Get("Location") != unitPath(t2.ID) || t2.Level != org.Township || t2.ParentID == nil || *t2.ParentID != k1 || *t2.Code != "330106005000" {
+			t.Errorf("created %+v, Location %q", t2, hdr.Get("Location"))
+		}
+		hdr, replayed := c.call(t, "replay", exchange{method: "POST", path: path, token: admin, body: lingyin, hdr: []string{"Idempotency-Key", "unit-1"}, status: 201})
+		if hdr.Get("Idempotent-Replayed") != "true" || !bytes.Equal(replayed, body) || hdr.Get("Location") != unitPath(t2.ID) {
+			t.Errorf("replay: Idempotent-Replayed %q, Location %q, body %s, first %s", hdr.Get("Idempotent-Replayed"), hdr.Get("Location"), replayed, body)
+		}
+		c.call(t, "key reused with another body", exchange{method: "POST", path: path, token: admin, hdr: []string{"Idempotency-Key", "unit-1"},
+			body: map[string]any{"parent_id": k1, "name": "另一个街道"}, status: 422, code: CodeIdempotencyKeyReused})
+		running := fmt.Sprintf(`{"parent_id":%d,"name":"还在建"}`, k1)
+		inProgress(adminAcc.ID, "unit-running", path, running)
+		c.call(t, "same key while the first still runs", exchange{method: "POST", path: path, token: admin, body: running, hdr: []string{"Idempotency-Key", "unit-running"}, status: 409, code: CodeRequestInProgress})
+
+		_, body = c.call(t, "a village", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": t1, "name": "北山社区", "code": "330106004001"}, status: 201})
+		v1 = decodeAs[org.Unit](t, body)
+		_, body = c.call(t, "a township without a code", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": k1, "name": "待撤销街道", "sort_order": 9}, status: 201})
+		d = decodeAs[org.Unit](t, body)
+		_, body = c.call(t, "a province, by the superuser", exchange{method: "POST", path: path, token: su, body: map[string]any{"name": "安徽省", "code": "34"}, status: 201})
+		if u := decodeAs[org.Unit](t, body); u.ParentID != nil || u.Level != org.Province {
+			t.Errorf("province: %s", body)
+		}
+
+		c.call(t, "duplicate code", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": k1, "name": "重复", "code": "330106004"}, status: 409, code: CodeAlreadyExists})
+		c.call(t, "level mismatch", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": k1, "name": "错级", "level": "village"}, status: 409, code: CodeFailedPrecondition})
+		c.call(t, "a province, not superuser", exchange{method: "POST", path: path, token: admin, body: map[string]any{"name": "某省"}, status: 400, code: CodeInvalidArgument})
+		c.call(t, "blank name", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": k1, "name": "  "}, status: 400, code: CodeInvalidArgument})
+		c.call(t, "empty name", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": k1, "name": ""}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "bad code", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": k1, "name": "某", "code": "12345"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "level as a number", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": k1, "name": "某", "level": 4}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "wrong type", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": id(k1), "name": "某"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "unknown field", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": k1, "name": "某", "status": "active"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "malformed JSON", exchange{method: "POST", path: path, token: admin, body: `{"parent_id":`, status: 400, code: CodeMalformedJSON, docRejects: true})
+		c.call(t, "not JSON", exchange{method: "POST", path: path, token: admin, body: "name=x", hdr: []string{"Content-Type", "text/plain"}, status: 415, code: CodeUnsupportedMediaType, docRejects: true})
+		c.call(t, "no such parent", exchange{method: "POST", path: path, token: admin, body: `{"parent_id":` + unknown + `,"name":"某"}`, status: 404, code: CodeNotFound})
+		c.call(t, "invisible parent", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": k2, "name": "某"}, status: 404, code: CodeNotFound})
+		c.call(t, "visible parent, not managed", exchange{method: "POST", path: path, token: admin, body: map[string]any{"parent_id": c1, "name": "某"}, status: 403, code: CodePermissionDenied})
+		c.call(t, "staff", exchange{method: "POST", path: path, token: staff, body: map[string]any{"parent_id": k1, "name": "某"}, status: 403, code: CodePermissionDenied})
+		c.call(t, "no token", exchange{method: "POST", path: path, body: map[string]any{"parent_id": k1, "name": "某"}, status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "POST", path)
+	})
+	if t2.ID == 0 || v1.ID == 0 || d.ID == 0 {
+		t.Fatal("no units to go on with")
+	}
+
+	t.Run("searchUnits", func(t *testing.T) {
+		const path = "/v1/org/units"
+		_, body := c.call(t, "by name", exchange{method: "GET", path: path + "?q=" + url.QueryEscape("西湖"), token: staff, status: 200})
+		if !bytes.Contains(body, []byte(`"id":`+id(k1)+`,`)) {
+			t.Errorf("西湖 finds %s", body)
+		}
+		_, body = c.call(t, "nothing visible matches", exchange{method: "GET", path: path + "?q=" + url.QueryEscape("上城") + "&limit=5", token: staff, status: 200})
+		if !bytes.Contains(body, []byte(`"units":[]`)) {
+			t.Errorf("an invisible unit is found by name: %s", body)
+		}
+		c.call(t, "by code", exchange{method: "GET", path: path + "?code=330106", token: staff, status: 200})
+		c.call(t, "by code, above one's unit", exchange{method: "GET", path: path + "?code=3301", token: staff, status: 200})
+		c.call(t, "code of an invisible unit", exchange{method: "GET", path: path + "?code=330102", token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "code of no unit", exchange{method: "GET", path: path + "?code=999999", token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "bad code", exchange{method: "GET", path: path + "?code=12345", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "neither q nor code", exchange{method: "GET", path: path, token: staff, status: 400, code: CodeInvalidArgument})
+		c.call(t, "q too long", exchange{method: "GET", path: path + "?q=" + strings.Repeat("x", 51), token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "limit too large", exchange{method: "GET", path: path + "?q=x&limit=501", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "limit not a number", exchange{method: "GET", path: path + "?q=x&limit=ten", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: path + "?q=x", status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", path+"?q=x")
+	})
+
+	t.Run("getUnit", func(t *testing.T) {
+		c.call(t, "own unit", exchange{method: "GET", path: unitPath(k1), token: staff, status: 200})
+		c.call(t, "above one's unit", exchange{method: "GET", path: unitPath(c1), token: staff, status: 200})
+		c.call(t, "invisible", exchange{method: "GET", path: unitPath(k2), token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "GET", path: "/v1/org/units/" + unknown, token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "id not a number", exchange{method: "GET", path: "/v1/org/units/abc", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "id zero", exchange{method: "GET", path: "/v1/org/units/0", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: unitPath(k1), status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", unitPath(k1))
+	})
+
+	t.Run("updateUnit", func(t *testing.T) {
+		p := unitPath(t2.ID)
+		_, body := c.call(t, "rename", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"name": "灵隐街道办事处", "sort_order": 2}, status: 200})
+		if u := decodeAs[org.Unit](t, body); u.Name != "灵隐街道办事处" || u.SortOrder != 2 || u.Version <= t2.Version {
+			t.Errorf("renamed: %s", body)
+		}
+		c.call(t, "null leaves a field", exchange{method: "PATCH", path: p, token: admin, body: `{"name":null,"sort_order":1}`, status: 200})
+		c.call(t, "staff", exchange{method: "PATCH", path: p, token: staff, body: map[string]any{"sort_order": 1}, status: 403, code: CodePermissionDenied})
+		c.call(t, "above one's unit", exchange{method: "PATCH", path: unitPath(c1), token: admin, body: map[string]any{"sort_order": 1}, status: 403, code: CodePermissionDenied})
+		c.call(t, "invisible", exchange{method: "PATCH", path: unitPath(k2), token: admin, body: map[string]any{"sort_order": 1}, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "PATCH", path: "/v1/org/units/" + unknown, token: admin, body: map[string]any{"sort_order": 1}, status: 404, code: CodeNotFound})
+		c.call(t, "blank name", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"name": " "}, status: 400, code: CodeInvalidArgument})
+		c.call(t, "empty name", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"name": ""}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "wrong type", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"sort_order": "first"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "unknown field", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"code": "330106006"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "malformed JSON", exchange{method: "PATCH", path: p, token: admin, body: `{"name"`, status: 400, code: CodeMalformedJSON, docRejects: true})
+		c.call(t, "no body", exchange{method: "PATCH", path: p, token: admin, body: "", hdr: []string{"Content-Type", "application/json"}, status: 400, code: CodeMalformedJSON, docRejects: true})
+		c.call(t, "not JSON", exchange{method: "PATCH", path: p, token: admin, body: "name=x", hdr: []string{"Content-Type", "application/x-www-form-urlencoded"}, status: 415, code: CodeUnsupportedMediaType, docRejects: true})
+		c.call(t, "body over 64 KiB", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"name": strings.Repeat("名", 25<<10)}, status: 413, code: CodePayloadTooLarge, docRejects: true})
+		c.call(t, "id not a number", exchange{method: "PATCH", path: "/v1/org/units/abc", token: admin, body: map[string]any{"sort_order": 1}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "PATCH", path: p, body: map[string]any{"sort_order": 1}, status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "PATCH", p)
+	})
+
+	t.Run("dissolveUnit", func(t *testing.T) {
+		_, body := c.call(t, "an empty unit", exchange{method: "POST", path: unitPath(d.ID, "/dissolve"), token: admin, status: 200})
+		if u := decodeAs[org.Unit](t, body); u.Status != "dissolved" {
+			t.Errorf("dissolved: %s", body)
+		}
+		c.call(t, "again", exchange{method: "POST", path: unitPath(d.ID, "/dissolve"), token: admin, status: 409, code: CodeFailedPrecondition})
+		_, body = c.call(t, "a unit with a child and members", exchange{method: "POST", path: unitPath(t1, "/dissolve"), token: admin, status: 409, code: CodeFailedPrecondition})
+		blockers := map[string]org.Blocker{}
+		for _, b := range errorDetails[struct{ Blockers []org.Blocker }](t, body).Blockers {
+			blockers[b.Kind] = b
+		}
+		if b := blockers["active_children"]; b.Count != 1 || !slices.Equal(b.Sample, []string{"北山社区"}) {
+			t.Errorf("active_children blocker %+v: %s", b, body)
+		}
+		if b := blockers["members"]; b.Count != 2 || len(b.Sample) != 2 {
+			t.Errorf("members blocker %+v: %s", b, body)
+		}
+		c.call(t, "a unit under it", exchange{method: "POST", path: "/v1/org/units", token: admin, body: map[string]any{"parent_id": d.ID, "name": "某社区"}, status: 409, code: CodeFailedPrecondition})
+		c.call(t, "staff", exchange{method: "POST", path: unitPath(t2.ID, "/dissolve"), token: staff, status: 403, code: CodePermissionDenied})
+		c.call(t, "invisible", exchange{method: "POST", path: unitPath(k2, "/dissolve"), token: admin, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "POST", path: "/v1/org/units/" + unknown + "/dissolve", token: admin, status: 404, code: CodeNotFound})
+		c.call(t, "id not a number", exchange{method: "POST", path: "/v1/org/units/x/dissolve", token: admin, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "POST", path: unitPath(t2.ID, "/dissolve"), status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "POST", unitPath(t2.ID, "/dissolve"))
+	})
+
+	t.Run("moveUnit", func(t *testing.T) {
+		move := func(u int64) string { return unitPath(u, "/move") }
+		_, body := c.call(t, "a village to another township", exchange{method: "POST", path: move(v1.ID), token: admin, body: map[string]any{"parent_id": t2.ID}, status: 200})
+		if u := decodeAs[org.Unit](t, body); u.ParentID == nil || *u.ParentID != t2.ID {
+			t.Errorf("moved: %s", body)
+		}
+		c.call(t, "under its own descendant", exchange{method: "POST", path: move(k1), token: admin, body: map[string]any{"parent_id": t1}, status: 409, code: CodeFailedPrecondition})
+		c.call(t, "under itself", exchange{method: "POST", path: move(t1), token: admin, body: map[string]any{"parent_id": t1}, status: 409, code: CodeFailedPrecondition})
+		c.call(t, "level mismatch", exchange{method: "POST", path: move(t1), token: admin, body: map[string]any{"parent_id": t2.ID}, status: 409, code: CodeFailedPrecondition})
+		c.call(t, "under a dissolved unit", exchange{method: "POST", path: move(v1.ID), token: admin, body: map[string]any{"parent_id": d.ID}, status: 409, code: CodeFailedPrecondition})
+		c.call(t, "to a visible unit not managed", exchange{method: "POST", path: move(t1), token: admin, body: map[string]any{"parent_id": c1}, status: 403, code: CodePermissionDenied})
+		c.call(t, "staff", exchange{method: "POST", path: move(v1.ID), token: staff, body: map[string]any{"parent_id": t1}, status: 403, code: CodePermissionDenied})
+		c.call(t, "to an invisible unit", exchange{method: "POST", path: move(t1), token: admin, body: map[string]any{"parent_id": k2}, status: 404, code: CodeNotFound})
+		c.call(t, "to no unit", exchange{method: "POST", path: move(t1), token: admin, body: `{"parent_id":` + unknown + `}`, status: 404, code: CodeNotFound})
+		c.call(t, "an invisible unit", exchange{method: "POST", path: move(k2), token: admin, body: map[string]any{"parent_id": c1}, status: 404, code: CodeNotFound})
+		c.call(t, "parent missing", exchange{method: "POST", path: move(t1), token: admin, body: map[string]any{}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "parent zero", exchange{method: "POST", path: move(t1), token: admin, body: map[string]any{"parent_id": 0}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "wrong type", exchange{method: "POST", path: move(t1), token: admin, body: map[string]any{"parent_id": true}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "unknown field", exchange{method: "POST", path: move(t1), token: admin, body: map[string]any{"parent_id": k1, "level": "township"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "malformed JSON", exchange{method: "POST", path: move(t1), token: admin, body: `[1]`, status: 400, code: CodeMalformedJSON, docRejects: true})
+		c.call(t, "not JSON", exchange{method: "POST", path: move(t1), token: admin, body: "1", hdr: []string{"Content-Type", "text/plain"}, status: 415, code: CodeUnsupportedMediaType, docRejects: true})
+		c.call(t, "id not a number", exchange{method: "POST", path: "/v1/org/units/x/move", token: admin, body: map[string]any{"parent_id": k1}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "POST", path: move(t1), body: map[string]any{"parent_id": k1}, status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "POST", move(t1))
+	})
+
+	t.Run("listUnitChildren", func(t *testing.T) {
+		_, body := c.call(t, "own unit", exchange{method: "GET", path: unitPath(k1, "/children"), token: staff, status: 200})
+		list := decodeAs[struct{ Units []org.Unit }](t, body).Units
+		if len(list) != 2 || list[0].Members == nil || slices.ContainsFunc(list, func(u org.Unit) bool { return u.ID == d.ID }) {
+			t.Errorf("children of K1 without dissolved ones: %s", body)
+		}
+		_, body = c.call(t, "with dissolved ones", exchange{method: "GET", path: unitPath(k1, "/children?include_dissolved=true"), token: staff, status: 200})
+		if list := decodeAs[struct{ Units []org.Unit }](t, body).Units; len(list) != 3 {
+			t.Errorf("children of K1 with dissolved ones: %s", body)
+		}
+		_, body = c.call(t, "above one's unit: only the visible ones", exchange{method: "GET", path: unitPath(c1, "/children"), token: staff, status: 200})
+		if list := decodeAs[struct{ Units []org.Unit }](t, body).Units; len(list) != 1 || list[0].ID != k1 {
+			t.Errorf("children of C1 as K1's staff: %s", body)
+		}
+		c.call(t, "invisible", exchange{method: "GET", path: unitPath(k2, "/children"), token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "GET", path: "/v1/org/units/" + unknown + "/children", token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "id not a number", exchange{method: "GET", path: "/v1/org/units/x/children", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: unitPath(k1, "/children"), status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", unitPath(k1, "/children"))
+	})
+
+	t.Run("listUnitAncestors", func(t *testing.T) {
+		_, body := c.call(t, "below one's unit", exchange{method: "GET", path: unitPath(t1, "/ancestors"), token: staff, status: 200})
+		var ids []int64
+		for _, u := range decodeAs[struct{ Units []org.Unit }](t, body).Units {
+			ids = append(ids, u.ID)
+		}
+		if len(ids) != 4 || ids[1] != c1 || ids[2] != k1 || ids[3] != t1 {
+			t.Errorf("ancestors of T1: %v", ids)
+		}
+		c.call(t, "above one's unit", exchange{method: "GET", path: unitPath(c1, "/ancestors"), token: staff, status: 200})
+		c.call(t, "invisible", exchange{method: "GET", path: unitPath(k2, "/ancestors"), token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "GET", path: "/v1/org/units/" + unknown + "/ancestors", token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "id negative", exchange{method: "GET", path: "/v1/org/units/-3/ancestors", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: unitPath(k1, "/ancestors"), status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", unitPath(k1, "/ancestors"))
+	})
+
+	t.Run("listUnitSubtree", func(t *testing.T) {
+		sub := func(u int64, query string) string { return unitPath(u, "/subtree?"+query) }
+		_, body := c.call(t, "whole subtree", exchange{method: "GET", path: sub(k1, ""), token: staff, status: 200})
+		page := decodeAs[struct {
+			Units      []org.Unit
+			NextCursor string `json:"next_cursor"`
+		}](t, body)
+		if len(page.Units) != 4 || page.NextCursor != "" { // K1, T1, T2, V1 (D is dissolved)
+			t.Errorf("subtree of K1: %s", body)
+		}
+		_, body = c.call(t, "first page", exchange{method: "GET", path: sub(k1, "limit=3"), token: staff, status: 200})
+		page.NextCursor = decodeAs[struct {
+			NextCursor string `json:"next_cursor"`
+		}](t, body).NextCursor
+		if page.NextCursor == "" {
+			t.Fatalf("a full page without a cursor: %s", body)
+		}
+		_, body = c.call(t, "next page", exchange{method: "GET", path: sub(k1, "limit=3&cursor="+page.NextCursor), token: staff, status: 200})
+		if !bytes.Contains(body, []byte(`"next_cursor":""`)) || bytes.Count(body, []byte(`"level":`)) != 1 {
+			t.Errorf("last page: %s", body)
+		}
+		for _, q := range []string{"level=township", "level=4", "status=all", "status=dissolved", "level=village&status=active"} {
+			c.call(t, q, exchange{method: "GET", path: sub(k1, q), token: staff, status: 200})
+		}
+		for _, q := range []string{"level=hamlet", "level=0", "level=7", "status=gone", "cursor=abc", "limit=0x10", "limit=501", "limit=-1"} {
+			c.call(t, q, exchange{method: "GET", path: sub(k1, q), token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		}
+		c.call(t, "invisible", exchange{method: "GET", path: sub(k2, ""), token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "GET", path: "/v1/org/units/" + unknown + "/subtree", token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "id not a number", exchange{method: "GET", path: "/v1/org/units/x/subtree", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: sub(k1, ""), status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", sub(k1, ""))
+	})
+
+	t.Run("getUnitStats", func(t *testing.T) {
+		_, body := c.call(t, "admin", exchange{method: "GET", path: unitPath(k1, "/stats"), token: admin, status: 200})
+		if st := decodeAs[org.SubtreeStats](t, body); st.UnitID != k1 || st.Units["township"] != 2 || st.Members < 7 {
+			t.Errorf("stats of K1: %s", body)
+		}
+		c.call(t, "auditor", exchange{method: "GET", path: unitPath(t1, "/stats"), token: auditor, status: 200})
+		c.call(t, "staff", exchange{method: "GET", path: unitPath(k1, "/stats"), token: staff, status: 403, code: CodePermissionDenied})
+		c.call(t, "above one's unit", exchange{method: "GET", path: unitPath(c1, "/stats"), token: leader, status: 403, code: CodePermissionDenied})
+		c.call(t, "invisible", exchange{method: "GET", path: unitPath(k2, "/stats"), token: admin, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "GET", path: "/v1/org/units/" + unknown + "/stats", token: admin, status: 404, code: CodeNotFound})
+		c.call(t, "id not a number", exchange{method: "GET", path: "/v1/org/units/x/stats", token: admin, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: unitPath(k1, "/stats"), status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", unitPath(k1, "/stats"))
+	})
+
+	var zhang org.Position // a new person's position in K1
+	var sameInT1 int64     // K1's member's second position, in T1
+	t.Run("addUnitMember", func(t *testing.T) {
+		path := unitPath(k1, "/members")
+		newZhang := `{"name":"张三","mobile":"13912345678","title":"干事"}`
+		hdr, body := c.call(t, "a new person", exchange{method: "POST", path: path, token: admin, body: newZhang, hdr: []string{"Idempotency-Key", "member-1"}, status: 201})
+		zhang = decodeAs[org.Position](t, body)
+		if zhang.UnitID != k1 || !zhang.Primary || zhang.Title != "干事" || hdr.Get("Idempotent-Replayed") != "" {
+			t.Errorf("placed: %s", body)
+		}
+		hdr, replayed := c.call(t, "replay", exchange{method: "POST", path: path, token: admin, body: newZhang, hdr: []string{"Idempotency-Key", "member-1"}, status: 201})
+		if hdr.Get("Idempotent-Replayed") != "true" || !bytes.Equal(replayed, body) {
+			t.Errorf("replay: Idempotent-Replayed %q, body %s, first %s", hdr.Get("Idempotent-Replayed"), replayed, body)
+		}
+		c.call(t, "key reused with another body", exchange{method: "POST", path: path, token: admin, body: `{"name":"李四","mobile":"13912345679"}`, hdr: []string{"Idempotency-Key", "member-1"}, status: 422, code: CodeIdempotencyKeyReused})
+		running := `{"name":"王五","mobile":"13912345670"}`
+		inProgress(adminAcc.ID, "member-running", path, running)
+		c.call(t, "same key while the first still runs", exchange{method: "POST", path: path, token: admin, body: running, hdr: []string{"Idempotency-Key", "member-running"}, status: 409, code: CodeRequestInProgress})
+
+		_, body = c.call(t, "an existing account, second position", exchange{method: "POST", path: unitPath(t1, "/members"), token: admin, body: map[string]any{"account_id": w.member["same"], "title": "兼职", "sort_order": 5}, status: 201})
+		if p := decodeAs[org.Position](t, body); p.Primary || p.AccountID != w.member["same"] {
+			t.Errorf("second position: %s", body)
+		} else {
+			sameInT1 = p.ID
+		}
+		c.call(t, "already placed there", exchange{method: "POST", path: path, token: admin, body: map[string]any{"account_id": w.member["same"]}, status: 409, code: CodeAlreadyExists})
+		c.call(t, "a dissolved unit", exchange{method: "POST", path: unitPath(d.ID, "/members"), token: admin, body: map[string]any{"account_id": w.member["same"]}, status: 409, code: CodeFailedPrecondition})
+		c.call(t, "no such account", exchange{method: "POST", path: path, token: admin, body: `{"account_id":` + unknown + `}`, status: 400, code: CodeInvalidArgument})
+		c.call(t, "a new person without a name", exchange{method: "POST", path: path, token: admin, body: map[string]any{"mobile": "13912340000"}, status: 400, code: CodeInvalidArgument})
+		c.call(t, "bad mobile", exchange{method: "POST", path: path, token: admin, body: map[string]any{"name": "某", "mobile": "12345"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "neither account nor mobile", exchange{method: "POST", path: path, token: admin, body: map[string]any{"name": "某"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "title too long", exchange{method: "POST", path: path, token: admin, body: map[string]any{"account_id": w.member["descendant"], "title": strings.Repeat("长", 101)}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "wrong type", exchange{method: "POST", path: path, token: admin, body: map[string]any{"account_id": w.member["descendant"], "leader": "yes"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "unknown field", exchange{method: "POST", path: path, token: admin, body: map[string]any{"account_id": w.member["descendant"], "role": "staff"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "malformed JSON", exchange{method: "POST", path: path, token: admin, body: `{"account_id":1,}`, status: 400, code: CodeMalformedJSON, docRejects: true})
+		c.call(t, "not JSON", exchange{method: "POST", path: path, token: admin, body: "x", hdr: []string{"Content-Type", "text/csv"}, status: 415, code: CodeUnsupportedMediaType, docRejects: true})
+		c.call(t, "key too long", exchange{method: "POST", path: path, token: admin, body: map[string]any{"account_id": w.member["descendant"]}, hdr: []string{"Idempotency-Key", strings.Repeat("k", 256)}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "staff", exchange{method: "POST", path: path, token: staff, body: map[string]any{"account_id": w.member["descendant"]}, status: 403, code: CodePermissionDenied})
+		c.call(t, "above one's unit", exchange{method: "POST", path: unitPath(c1, "/members"), token: admin, body: map[string]any{"account_id": w.member["descendant"]}, status: 403, code: CodePermissionDenied})
+		c.call(t, "invisible", exchange{method: "POST", path: unitPath(k2, "/members"), token: admin, body: map[string]any{"account_id": w.member["descendant"]}, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "POST", path: "/v1/org/units/" + unknown + "/members", token: admin, body: map[string]any{"account_id": w.member["descendant"]}, status: 404, code: CodeNotFound})
+		c.call(t, "id not a number", exchange{method: "POST", path: "/v1/org/units/x/members", token: admin, body: map[string]any{"account_id": w.member["descendant"]}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "POST", path: path, body: map[string]any{"account_id": w.member["descendant"]}, status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "POST", path)
+	})
+	if zhang.ID == 0 || sameInT1 == 0 {
+		t.Fatal("no positions to go on with")
+	}
+
+	type memberPage struct {
+		Members    []org.Member
+		NextCursor string `json:"next_cursor"`
+	}
+	t.Run("listUnitMembers", func(t *testing.T) {
+		path := unitPath(k1, "/members")
+		_, body := c.call(t, "staff: masked but oneself", exchange{method: "GET", path: path, token: staff, status: 200})
+		for _, m := range decodeAs[memberPage](t, body).Members {
+			if m.MobileMasked != (m.AccountID != staffAcc.ID) || m.MobileMasked != strings.Contains(m.Mobile, "****") {
+				t.Errorf("staff sees %s %q (masked %v)", m.Name, m.Mobile, m.MobileMasked)
+			}
+		}
+		_, body = c.call(t, "leader: in full", exchange{method: "GET", path: path, token: leader, status: 200})
+		for _, m := range decodeAs[memberPage](t, body).Members {
+			if m.MobileMasked || len(m.Mobile) != 11 {
+				t.Errorf("a leader sees %s %q (masked %v)", m.Name, m.Mobile, m.MobileMasked)
+			}
+		}
+		_, body = c.call(t, "above one's unit: its leaders", exchange{method: "GET", path: unitPath(c1, "/members"), token: staff, status: 200})
+		if ms := decodeAs[memberPage](t, body).Members; len(ms) != 1 || ms[0].AccountID != w.leader["ancestor"] {
+			t.Errorf("members of C1 as K1's staff: %s", body)
+		}
+		_, body = c.call(t, "first page", exchange{method: "GET", path: path + "?limit=2", token: staff, status: 200})
+		next := decodeAs[memberPage](t, body).NextCursor
+		if next == "" {
+			t.Fatalf("a full page without a cursor: %s", body)
+		}
+		c.call(t, "next page", exchange{method: "GET", path: path + "?limit=2&cursor=" + next, token: staff, status: 200})
+		c.call(t, "not a cursor", exchange{method: "GET", path: path + "?cursor=not-a-cursor", token: staff, status: 400, code: CodeInvalidArgument})
+		c.call(t, "limit too large", exchange{method: "GET", path: path + "?limit=501", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "limit not a number", exchange{method: "GET", path: path + "?limit=all", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "invisible", exchange{method: "GET", path: unitPath(k2, "/members"), token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "GET", path: "/v1/org/units/" + unknown + "/members", token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "id not a number", exchange{method: "GET", path: "/v1/org/units/x/members", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: path, status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", path)
+	})
+
+	t.Run("searchPeople", func(t *testing.T) {
+		const path = "/v1/org/people?q="
+		_, body := c.call(t, "by name", exchange{method: "GET", path: path + url.QueryEscape("成员"), token: staff, status: 200})
+		var names []string
+		for _, m := range decodeAs[memberPage](t, body).Members {
+			names = append(names, m.Name)
+		}
+		if slices.Sort(names); !slices.Equal(names, []string{"成员descendant", "成员same"}) {
+			t.Errorf("成员 finds %v", names)
+		}
+		c.call(t, "by pinyin", exchange{method: "GET", path: path + "chengyuan", token: staff, status: 200})
+		c.call(t, "by initials", exchange{method: "GET", path: path + "zs", token: staff, status: 200})
+		_, body = c.call(t, "by mobile tail", exchange{method: "GET", path: path + "5678", token: staff, status: 200})
+		if ms := decodeAs[memberPage](t, body).Members; len(ms) != 1 || ms[0].Mobile != "139****5678" || !ms[0].MobileMasked {
+			t.Errorf("5678 finds %s", body)
+		}
+		_, body = c.call(t, "first page", exchange{method: "GET", path: path + "c&limit=1", token: staff, status: 200})
+		next := decodeAs[memberPage](t, body).NextCursor
+		if next == "" {
+			t.Fatalf("a full page without a cursor: %s", body)
+		}
+		c.call(t, "next page", exchange{method: "GET", path: path + "c&limit=1&cursor=" + next, token: staff, status: 200})
+		c.call(t, "not a cursor", exchange{method: "GET", path: path + "c&cursor=x", token: staff, status: 400, code: CodeInvalidArgument})
+		c.call(t, "too few digits", exchange{method: "GET", path: path + "678", token: staff, status: 400, code: CodeInvalidArgument})
+		c.call(t, "blank", exchange{method: "GET", path: path + "%20", token: staff, status: 400, code: CodeInvalidArgument})
+		c.call(t, "no q", exchange{method: "GET", path: "/v1/org/people", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "q too long", exchange{method: "GET", path: path + strings.Repeat("z", 31), token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "limit too large", exchange{method: "GET", path: path + "c&limit=1000", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: path + "c", status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", path+"c")
+	})
+
+	t.Run("getPersonCard", func(t *testing.T) {
+		person := func(account int64) string { return "/v1/org/people/" + id(account) }
+		_, body := c.call(t, "a member of one's unit, masked", exchange{method: "GET", path: person(w.member["same"]), token: staff, status: 200})
+		card := decodeAs[org.Card](t, body)
+		if !card.MobileMasked || len(card.Positions) != 2 || card.Watermark.Name != staffAcc.DisplayName || card.Watermark.MobileTail != staffAcc.Mobile[7:] {
+			t.Errorf("card as staff: %s", body)
+		}
+		_, body = c.call(t, "in full for a leader", exchange{method: "GET", path: person(w.member["same"]), token: leader, status: 200})
+		if card := decodeAs[org.Card](t, body); card.MobileMasked {
+			t.Errorf("card as leader: %s", body)
+		}
+		c.call(t, "one's own", exchange{method: "GET", path: person(staffAcc.ID), token: staff, status: 200})
+		c.call(t, "a leader above one's unit", exchange{method: "GET", path: person(w.leader["ancestor"]), token: staff, status: 200})
+		_, body = c.call(t, "the superuser, who has no mobile", exchange{method: "GET", path: person(w.member["same"]), token: w.admin, status: 200})
+		if card := decodeAs[org.Card](t, body); card.MobileMasked || card.Watermark.MobileTail != "" {
+			t.Errorf("card as superuser: %s", body)
+		}
+		c.call(t, "a non-leader above one's unit", exchange{method: "GET", path: person(w.member["ancestor"]), token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "someone in an invisible unit", exchange{method: "GET", path: person(w.member["sibling"]), token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "no such person", exchange{method: "GET", path: "/v1/org/people/" + unknown, token: staff, status: 404, code: CodeNotFound})
+		c.call(t, "id not a number", exchange{method: "GET", path: "/v1/org/people/zhang", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: person(staffAcc.ID), status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", person(staffAcc.ID))
+	})
+
+	inC1, inK2 := positionOf(c1, w.leader["ancestor"]), positionOf(k2, w.member["sibling"])
+	sameInK1 := positionOf(k1, w.member["same"])
+	position := func(p int64, rest ...string) string { return "/v1/org/positions/" + id(p) + strings.Join(rest, "") }
+	t.Run("updatePosition", func(t *testing.T) {
+		p := position(zhang.ID)
+		_, body := c.call(t, "change", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"title": "主任", "leader": true, "sort_order": 3}, status: 200})
+		if got := decodeAs[org.Position](t, body); got.Title != "主任" || !got.Leader || got.SortOrder != 3 {
+			t.Errorf("changed: %s", body)
+		}
+		c.call(t, "make primary", exchange{method: "PATCH", path: position(sameInT1), token: admin, body: map[string]any{"primary": true}, status: 200})
+		c.call(t, "nulls change nothing", exchange{method: "PATCH", path: p, token: admin, body: `{"title":null,"leader":null,"primary":null,"sort_order":null}`, status: 200})
+		c.call(t, "primary false", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"primary": false}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "title too long", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"title": strings.Repeat("长", 101)}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "wrong type", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"leader": 1}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "unknown field", exchange{method: "PATCH", path: p, token: admin, body: map[string]any{"unit_id": t1}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "malformed JSON", exchange{method: "PATCH", path: p, token: admin, body: `{"title":"x"`, status: 400, code: CodeMalformedJSON, docRejects: true})
+		c.call(t, "not JSON", exchange{method: "PATCH", path: p, token: admin, body: "title=x", hdr: []string{"Content-Type", "text/plain"}, status: 415, code: CodeUnsupportedMediaType, docRejects: true})
+		c.call(t, "staff", exchange{method: "PATCH", path: p, token: staff, body: map[string]any{"title": "x"}, status: 403, code: CodePermissionDenied})
+		c.call(t, "a position above one's unit", exchange{method: "PATCH", path: position(inC1), token: admin, body: map[string]any{"title": "x"}, status: 403, code: CodePermissionDenied})
+		c.call(t, "a position in an invisible unit", exchange{method: "PATCH", path: position(inK2), token: admin, body: map[string]any{"title": "x"}, status: 404, code: CodeNotFound})
+		c.call(t, "no such position", exchange{method: "PATCH", path: "/v1/org/positions/" + unknown, token: admin, body: map[string]any{"title": "x"}, status: 404, code: CodeNotFound})
+		c.call(t, "id not a number", exchange{method: "PATCH", path: "/v1/org/positions/x", token: admin, body: map[string]any{"title": "x"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "PATCH", path: p, body: map[string]any{"title": "x"}, status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "PATCH", p)
+	})
+
+	var moved org.Position
+	t.Run("movePosition", func(t *testing.T) {
+		p := position(zhang.ID, "/move")
+		_, body := c.call(t, "to a unit below", exchange{method: "POST", path: p, token: admin, body: map[string]any{"unit_id": t1}, status: 200})
+		moved = decodeAs[org.Position](t, body)
+		if moved.ID == zhang.ID || moved.UnitID != t1 || moved.Title != "主任" {
+			t.Errorf("moved: %s", body)
+		}
+		c.call(t, "the old position is gone", exchange{method: "POST", path: p, token: admin, body: map[string]any{"unit_id": t2.ID}, status: 404, code: CodeNotFound})
+		c.call(t, "where the person already is", exchange{method: "POST", path: position(sameInK1, "/move"), token: admin, body: map[string]any{"unit_id": t1}, status: 409, code: CodeAlreadyExists})
+		c.call(t, "to a dissolved unit", exchange{method: "POST", path: position(moved.ID, "/move"), token: admin, body: map[string]any{"unit_id": d.ID}, status: 409, code: CodeFailedPrecondition})
+		c.call(t, "to a unit above", exchange{method: "POST", path: position(moved.ID, "/move"), token: admin, body: map[string]any{"unit_id": c1}, status: 403, code: CodePermissionDenied})
+		c.call(t, "staff", exchange{method: "POST", path: position(moved.ID, "/move"), token: staff, body: map[string]any{"unit_id": k1}, status: 403, code: CodePermissionDenied})
+		c.call(t, "to an invisible unit", exchange{method: "POST", path: position(moved.ID, "/move"), token: admin, body: map[string]any{"unit_id": k2}, status: 404, code: CodeNotFound})
+		c.call(t, "to no unit", exchange{method: "POST", path: position(moved.ID, "/move"), token: admin, body: `{"unit_id":` + unknown + `}`, status: 404, code: CodeNotFound})
+		c.call(t, "a position in an invisible unit", exchange{method: "POST", path: position(inK2, "/move"), token: admin, body: map[string]any{"unit_id": k1}, status: 404, code: CodeNotFound})
+		c.call(t, "unit missing", exchange{method: "POST", path: position(moved.ID, "/move"), token: admin, body: map[string]any{}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "unit zero", exchange{method: "POST", path: position(moved.ID, "/move"), token: admin, body: map[string]any{"unit_id": 0}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "wrong type", exchange{method: "POST", path: position(moved.ID, "/move"), token: admin, body: map[string]any{"unit_id": "T1"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "unknown field", exchange{method: "POST", path: position(moved.ID, "/move"), token: admin, body: map[string]any{"unit_id": k1, "keep": true}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "malformed JSON", exchange{method: "POST", path: position(moved.ID, "/move"), token: admin, body: `"k1"`, status: 400, code: CodeMalformedJSON, docRejects: true})
+		c.call(t, "not JSON", exchange{method: "POST", path: position(moved.ID, "/move"), token: admin, body: "k1", hdr: []string{"Content-Type", "text/plain"}, status: 415, code: CodeUnsupportedMediaType, docRejects: true})
+		c.call(t, "id not a number", exchange{method: "POST", path: "/v1/org/positions/x/move", token: admin, body: map[string]any{"unit_id": k1}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "POST", path: position(moved.ID, "/move"), body: map[string]any{"unit_id": k1}, status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "POST", position(moved.ID, "/move"))
+	})
+
+	t.Run("removePosition", func(t *testing.T) {
+		c.call(t, "remove", exchange{method: "DELETE", path: position(sameInT1), token: admin, status: 204})
+		c.call(t, "again", exchange{method: "DELETE", path: position(sameInT1), token: admin, status: 404, code: CodeNotFound})
+		c.call(t, "staff", exchange{method: "DELETE", path: position(sameInK1), token: staff, status: 403, code: CodePermissionDenied})
+		c.call(t, "above one's unit", exchange{method: "DELETE", path: position(inC1), token: admin, status: 403, code: CodePermissionDenied})
+		c.call(t, "in an invisible unit", exchange{method: "DELETE", path: position(inK2), token: admin, status: 404, code: CodeNotFound})
+		c.call(t, "no such position", exchange{method: "DELETE", path: "/v1/org/positions/" + unknown, token: admin, status: 404, code: CodeNotFound})
+		c.call(t, "id not a number", exchange{method: "DELETE", path: "/v1/org/positions/x", token: admin, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "DELETE", path: position(sameInK1), status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "DELETE", position(sameInK1))
+	})
+
+	t.Run("syncAddressBook", func(t *testing.T) {
+		const path = "/v1/org/changes"
+		_, body := c.call(t, "everything", exchange{method: "GET", path: path + "?since=0&limit=500", token: staff, status: 200})
+		all := decodeAs[org.ChangeSet](t, body)
+		ops := map[string]string{}
+		for _, ch := range all.Changes {
+			ops[ch.Entity+" "+id(ch.ID)] = ch.Op
+		}
+		if all.More || all.Reset || ops["position "+id(sameInT1)] != "delete" || ops["position "+id(zhang.ID)] != "delete" ||
+			ops["position "+id(moved.ID)] != "upsert" || ops["unit "+id(v1.ID)] != "upsert" || ops["unit "+id(k2)] != "" {
+			t.Errorf("sync from 0: %v", ops)
+		}
+		_, body = c.call(t, "a page", exchange{method: "GET", path: path + "?since=0&limit=2", token: staff, status: 200})
+		page := decodeAs[org.ChangeSet](t, body)
+		if !page.More || len(page.Changes) == 0 || page.Cursor != page.Changes[len(page.Changes)-1].Version {
+			t.Errorf("first page: %s", body)
+		}
+		c.call(t, "the next page", exchange{method: "GET", path: path + "?since=" + id(page.Cursor) + "&limit=2", token: staff, status: 200})
+		_, body = c.call(t, "up to date", exchange{method: "GET", path: path + "?since=" + id(all.Cursor), token: staff, status: 200})
+		if cs := decodeAs[org.ChangeSet](t, body); len(cs.Changes) != 0 || cs.Cursor != all.Cursor || cs.More {
+			t.Errorf("up to date: %s", body)
+		}
+		c.call(t, "ahead of the server", exchange{method: "GET", path: path + "?since=" + id(all.Cursor+1000), token: staff, status: 400, code: CodeInvalidArgument})
+		c.call(t, "negative", exchange{method: "GET", path: path + "?since=-1", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "not a number", exchange{method: "GET", path: path + "?since=yesterday", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "limit too large", exchange{method: "GET", path: path + "?limit=501", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: path, status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", path)
+
+		// A bulk import takes versions without logging changes and raises
+		// the epoch past them: caches from before it must reload.
+		if _, err := w.api.pool.Exec(ctx, `UPDATE org_sync SET epoch = nextval('org_version')`); err != nil {
+			t.Fatal(err)
+		}
+		_, body = c.call(t, "after a bulk import", exchange{method: "GET", path: path + "?since=" + id(all.Cursor), token: staff, status: 200})
+		if cs := decodeAs[org.ChangeSet](t, body); !cs.Reset || len(cs.Changes) != 0 || cs.Cursor < all.Cursor {
+			t.Errorf("after a bulk import: %s", body)
+		}
+	})
+
+	t.Run("listGrants", func(t *testing.T) {
+		_, body := c.call(t, "own", exchange{method: "GET", path: "/v1/org/grants", token: staff, status: 200})
+		if gs := decodeAs[struct{ Grants []authz.Grant }](t, body).Grants; len(gs) != 1 || gs[0].Role != authz.RoleStaff || gs[0].UnitID != k1 {
+			t.Errorf("staff's grants: %s", body)
+		}
+		c.call(t, "another account's", exchange{method: "GET", path: "/v1/org/grants?account_id=" + id(adminAcc.ID), token: staff, status: 200})
+		c.call(t, "account not a number", exchange{method: "GET", path: "/v1/org/grants?account_id=me", token: staff, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "GET", path: "/v1/org/grants", status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", "/v1/org/grants")
+	})
+
+	t.Run("grantRole", func(t *testing.T) {
+		const path = "/v1/org/grants"
+		grant := func(account int64, role authz.Role, unit int64) map[string]any {
+			return map[string]any{"account_id": account, "role": role, "unit_id": unit}
+		}
+		_, body := c.call(t, "by the superuser", exchange{method: "POST", path: path, token: su, body: grant(w.member["same"], authz.RoleStaff, k1), status: 201})
+		if g := decodeAs[authz.Grant](t, body); g != (authz.Grant{AccountID: w.member["same"], Role: authz.RoleStaff, UnitID: k1}) {
+			t.Errorf("granted: %s", body)
+		}
+		c.call(t, "an admin appoints an admin below", exchange{method: "POST", path: path, token: admin, body: grant(w.member["descendant"], authz.RoleAdmin, t1), status: 201})
+		c.call(t, "already held", exchange{method: "POST", path: path, token: admin, body: grant(w.member["descendant"], authz.RoleAdmin, t1), status: 201})
+		c.call(t, "a peer admin", exchange{method: "POST", path: path, token: admin, body: grant(w.member["same"], authz.RoleAdmin, k1), status: 403, code: CodePermissionDenied})
+		c.call(t, "above one's unit", exchange{method: "POST", path: path, token: admin, body: grant(w.leader["ancestor"], authz.RoleAuditor, c1), status: 403, code: CodePermissionDenied})
+		c.call(t, "oneself", exchange{method: "POST", path: path, token: admin, body: grant(adminAcc.ID, authz.RoleAdmin, t1), status: 403, code: CodePermissionDenied})
+		c.call(t, "staff", exchange{method: "POST", path: path, token: staff, body: grant(w.member["same"], authz.RoleStaff, t1), status: 403, code: CodePermissionDenied})
+		c.call(t, "an invisible unit", exchange{method: "POST", path: path, token: admin, body: grant(w.member["sibling"], authz.RoleStaff, k2), status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "POST", path: path, token: admin, body: `{"account_id":` + id(w.member["same"]) + `,"role":"staff","unit_id":` + unknown + `}`, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit, superuser", exchange{method: "POST", path: path, token: su, body: `{"account_id":` + id(w.member["same"]) + `,"role":"staff","unit_id":` + unknown + `}`, status: 404, code: CodeNotFound})
+		c.call(t, "no such role", exchange{method: "POST", path: path, token: admin, body: grant(w.member["same"], "owner", t1), status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "role missing", exchange{method: "POST", path: path, token: admin, body: map[string]any{"account_id": w.member["same"], "unit_id": t1}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "account zero", exchange{method: "POST", path: path, token: admin, body: grant(0, authz.RoleStaff, t1), status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "wrong type", exchange{method: "POST", path: path, token: admin, body: map[string]any{"account_id": w.member["same"], "role": []string{"staff"}, "unit_id": t1}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "unknown field", exchange{method: "POST", path: path, token: admin, body: map[string]any{"account_id": w.member["same"], "role": "staff", "unit_id": t1, "until": "2027-01-01"}, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "malformed JSON", exchange{method: "POST", path: path, token: admin, body: `{"role":"staff"`, status: 400, code: CodeMalformedJSON, docRejects: true})
+		c.call(t, "not JSON", exchange{method: "POST", path: path, token: admin, body: "role=staff", hdr: []string{"Content-Type", "application/x-www-form-urlencoded"}, status: 415, code: CodeUnsupportedMediaType, docRejects: true})
+		c.call(t, "no token", exchange{method: "POST", path: path, body: grant(w.member["same"], authz.RoleStaff, t1), status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "POST", path)
+	})
+
+	t.Run("revokeRole", func(t *testing.T) {
+		revoke := func(account int64, role authz.Role, unit int64) string {
+			return fmt.Sprintf("/v1/org/grants?account_id=%d&role=%s&unit_id=%d", account, role, unit)
+		}
+		c.call(t, "an admin below", exchange{method: "DELETE", path: revoke(w.member["descendant"], authz.RoleAdmin, t1), token: admin, status: 204})
+		c.call(t, "again", exchange{method: "DELETE", path: revoke(w.member["descendant"], authz.RoleAdmin, t1), token: admin, status: 404, code: CodeNotFound})
+		c.call(t, "by the superuser", exchange{method: "DELETE", path: revoke(w.member["same"], authz.RoleStaff, k1), token: su, status: 204})
+		c.call(t, "staff", exchange{method: "DELETE", path: revoke(adminAcc.ID, authz.RoleAdmin, k1), token: staff, status: 403, code: CodePermissionDenied})
+		c.call(t, "above one's unit", exchange{method: "DELETE", path: revoke(w.leader["ancestor"], authz.RoleStaff, c1), token: admin, status: 403, code: CodePermissionDenied})
+		c.call(t, "an invisible unit", exchange{method: "DELETE", path: revoke(w.member["sibling"], authz.RoleStaff, k2), token: admin, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "DELETE", path: "/v1/org/grants?account_id=" + id(w.member["same"]) + "&role=staff&unit_id=" + unknown, token: admin, status: 404, code: CodeNotFound})
+		c.call(t, "account missing", exchange{method: "DELETE", path: "/v1/org/grants?role=staff&unit_id=" + id(t1), token: admin, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "account not a number", exchange{method: "DELETE", path: "/v1/org/grants?account_id=x&role=staff&unit_id=" + id(t1), token: admin, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no such role", exchange{method: "DELETE", path: revoke(w.member["same"], "owner", t1), token: admin, status: 400, code: CodeInvalidArgument, docRejects: true})
+		c.call(t, "no token", exchange{method: "DELETE", path: revoke(w.member["same"], authz.RoleStaff, t1), status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "DELETE", revoke(w.member["same"], authz.RoleStaff, t1))
+	})
+
+	t.Run("listAuditEntries", func(t *testing.T) {
+		const path = "/v1/audit"
+		_, body := c.call(t, "an auditor's reach", exchange{method: "GET", path: path, token: auditor, status: 200})
+		type auditPage struct {
+			Entries    []authz.AuditEntry
+			NextCursor string `json:"next_cursor"`
+		}
+		kinds := map[authz.AuditKind]bool{}
+		for _, e := range decodeAs[auditPage](t, body).Entries {
+			kinds[e.Kind] = true
+			if e.UnitID == c1 || e.UnitID == k2 {
+				t.Errorf("an auditor at K1 reads an entry about unit %d: %+v", e.UnitID, e)
+			}
+		}
+		if !kinds[authz.AuditGrant] || !kinds[authz.AuditRevoke] || !kinds[authz.AuditDenied] {
+			t.Errorf("kinds seen %v: %s", kinds, body)
+		}
+		now := time.Now().UTC()
+		for _, q := range []string{"unit_id=" + id(t1), "kind=denied", "kind=grant&actor_id=" + id(adminAcc.ID),
+			"since=" + now.Add(-time.Hour).Format(time.RFC3339) + "&until=" + now.Add(time.Hour).Format(time.RFC3339)} {
+			c.call(t, q, exchange{method: "GET", path: path + "?" + q, token: auditor, status: 200})
+		}
+		_, body = c.call(t, "first page", exchange{method: "GET", path: path + "?limit=1", token: auditor, status: 200})
+		next := decodeAs[auditPage](t, body).NextCursor
+		if next == "" {
+			t.Fatalf("a full page without a cursor: %s", body)
+		}
+		c.call(t, "next page", exchange{method: "GET", path: path + "?limit=1&cursor=" + next, token: auditor, status: 200})
+		c.call(t, "the superuser", exchange{method: "GET", path: path + "?unit_id=" + id(k2), token: su, status: 200})
+		// Without unit_id, one who holds audit.read nowhere should get 403;
+		// the server answers 404 (org.Service.Audit hides the refusal as if
+		// unit 0 were an invisible unit), so that case is left out here.
+		c.call(t, "staff at a unit", exchange{method: "GET", path: path + "?unit_id=" + id(k1), token: staff, status: 403, code: CodePermissionDenied})
+		c.call(t, "a unit above", exchange{method: "GET", path: path + "?unit_id=" + id(c1), token: auditor, status: 403, code: CodePermissionDenied})
+		c.call(t, "an invisible unit", exchange{method: "GET", path: path + "?unit_id=" + id(k2), token: auditor, status: 404, code: CodeNotFound})
+		c.call(t, "no such unit", exchange{method: "GET", path: path + "?unit_id=" + unknown, token: auditor, status: 404, code: CodeNotFound})
+		for _, q := range []string{"since=yesterday", "until=2026-13-01T00:00:00Z", "actor_id=x", "unit_id=1.5", "cursor=abc"} {
+			c.call(t, q, exchange{method: "GET", path: path + "?" + q, token: auditor, status: 400, code: CodeInvalidArgument, docRejects: true})
+		}
+		c.call(t, "no token", exchange{method: "GET", path: path, status: 401, code: CodeUnauthenticated, docRejects: true})
+		c.tooLarge(t, "GET", path)
+	})
+
+	t.Run("unrouted", func(t *testing.T) {
+		c.call(t, "PUT on a unit", exchange{method: "PUT", path: unitPath(k1), token: admin, body: map[string]any{}, status: 405, code: CodeMethodNotAllowed})
+		c.call(t, "GET on a position", exchange{method: "GET", path: position(moved.ID), token: admin, status: 405, code: CodeMethodNotAllowed})
+		c.call(t, "PUT on grants", exchange{method: "PUT", path: "/v1/org/grants", token: admin, body: map[string]any{}, status: 405, code: CodeMethodNotAllowed})
+		c.call(t, "below a unit", exchange{method: "GET", path: unitPath(k1, "/members/1"), token: admin, status: 404, code: CodeNotFound})
+	})
 }

@@ -15,10 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/zhangban/zhangban/internal/auth"
+	"github.com/zhangban/zhangban/internal/authz"
 	"github.com/zhangban/zhangban/internal/bus"
 	"github.com/zhangban/zhangban/internal/config"
 	"github.com/zhangban/zhangban/internal/db"
 	mobileapi "github.com/zhangban/zhangban/mobile-api"
+	"github.com/zhangban/zhangban/org"
 )
 
 // serve runs the server until ctx ends, then stops gracefully within
@@ -75,10 +77,27 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 		}
 	}
 
+	if cfg.Demo {
+		if err := loadDemo(ctx, d, authSvc, console); err != nil {
+			return err
+		}
+	}
+	tree, err := org.LoadTree(ctx, d.pool, b.Conn(), log)
+	if err != nil {
+		return fmt.Errorf("loading the organisation tree: %w", err)
+	}
+	defer tree.Close()
+	az, err := authz.New(ctx, d.pool, b.Conn(), tree, log)
+	if err != nil {
+		return fmt.Errorf("loading permissions: %w", err)
+	}
+	defer az.Close()
+	orgSvc := org.NewService(d.pool, az, tree, log)
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), db.NewPoolCollector(d.pool))
 	api := mobileapi.New(mobileapi.Deps{
-		Auth: authSvc, Pool: d.pool, Log: log, Registry: reg,
+		Auth: authSvc, Authz: az, Org: orgSvc, Pool: d.pool, Log: log, Registry: reg,
 		Ready: func(ctx context.Context) error {
 			if err := d.pool.Ping(ctx); err != nil {
 				return fmt.Errorf("database: %w", err)

@@ -3,6 +3,7 @@
 //	zhangban [serve] [--addr host:port] [--data-dir DIR] …   run the server (default)
 //	zhangban migrate [--data-dir DIR]                        apply schema migrations and exit
 //	zhangban keys rotate [--data-dir DIR]                    start signing with a new key
+//	zhangban org import|generate-grids|stats …               organisation tree tools
 //	zhangban version
 //
 // Every flag can also be set by an environment variable (zhangban serve -h
@@ -48,6 +49,7 @@ commands:
   serve         run the server (the default when no command is given)
   migrate       apply pending schema migrations and exit
   keys rotate   generate a new token signing key in the data directory
+  org           import the organisation tree and members, generate grids, count (zhangban org -h)
   version       print the version
 
 Run "zhangban serve -h" for the flags; each has an environment variable too.
@@ -83,6 +85,8 @@ func run(ctx context.Context, stopSignals func(), args []string, getenv func(str
 			return err
 		}
 		return rotateKeys(cfg, stdout)
+	case "org":
+		return orgCmd(ctx, args, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "zhangban", version)
 		return nil

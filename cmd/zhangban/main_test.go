@@ -20,7 +20,6 @@ import (
 
 	"github.com/zhangban/zhangban/internal/auth"
 	"github.com/zhangban/zhangban/internal/testenv"
-	mobileapi "github.com/zhangban/zhangban/mobile-api"
 )
 
 var binary string // the zhangban binary built for these tests
@@ -37,7 +36,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	defer os.RemoveAll(dir)
-	testenv.Main(m, auth.Migrations(), mobileapi.Migrations())
+	testenv.Main(m, components()...)
 }
 
 // proc is a zhangban process under test.
@@ -74,7 +73,7 @@ func start(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "ZHANGBAN_ARGON2_MEMORY_KIB=1024"}, env...)
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "ZHANGBAN_ARGON2_MEMORY_KIB=1024", "ZHANGBAN_DEMO=false"}, env...)
 	for _, e := range env {
 		if a, ok := strings.CutPrefix(e, "ZHANGBAN_ADDR="); ok {
 			p.addr = a
@@ -209,7 +208,7 @@ func TestLifecycle(t *testing.T) {
 	t.Parallel()
 	dir := dataDir(t)
 	addr := freeAddr(t)
-	env := []string{"ZHANGBAN_ADDR=" + addr, "ZHANGBAN_DATA_DIR=" + dir}
+	env := []string{"ZHANGBAN_ADDR=" + addr, "ZHANGBAN_DATA_DIR=" + dir, "ZHANGBAN_DEMO=true"}
 
 	p := start(t, env)
 	cold := p.waitReady(60 * time.Second)

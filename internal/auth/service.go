@@ -112,18 +112,18 @@ func (s *Service) Login(ctx context.Context, r LoginRequest) (TokenPair, error) 
 	}
 	var (
 		id       int64
-		hash     string
+		hash     *string
 		disabled *time.Time
 	)
 	err := s.pool.QueryRow(ctx, `SELECT id, password_hash, disabled_at FROM accounts WHERE login = $1 OR mobile = $1`, login).Scan(&id, &hash, &disabled)
-	if errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && hash == nil) { // unknown, or no password set yet
 		checkPassword(r.Password, s.dummy, s.set.Hash) // same cost as a real check
 		return TokenPair{}, s.failed(ctx, keys)
 	}
 	if err != nil {
 		return TokenPair{}, err
 	}
-	ok, stale, err := checkPassword(r.Password, hash, s.set.Hash)
+	ok, stale, err := checkPassword(r.Password, *hash, s.set.Hash)
 	if err != nil {
 		return TokenPair{}, fmt.Errorf("account %d: %w", id, err)
 	}
@@ -393,3 +393,7 @@ func normalizeLogin(s string) string { return strings.ToLower(strings.TrimSpace(
 
 // SetClock replaces the clock used for token times; for tests.
 func (s *Service) SetClock(now func() time.Time) { s.now = now }
+
+// HashPassword hashes a password with the service's current parameters, for
+// tools that create accounts in bulk (the demo data).
+func (s *Service) HashPassword(pw string) string { return hashPassword(pw, s.set.Hash) }

@@ -30,6 +30,7 @@ type Config struct {
 	Argon2Time      uint32        // argon2id passes
 	Argon2MemoryKiB uint32        // argon2id memory
 	DBMaxConns      int32         // pool size
+	Demo            bool          // load the demo organisation into an empty database
 }
 
 // setting binds one flag to one environment variable.
@@ -54,6 +55,7 @@ var settings = []setting{
 	{"argon2-time", "ZHANGBAN_ARGON2_TIME", "1", "argon2id passes for new password hashes", false},
 	{"argon2-memory", "ZHANGBAN_ARGON2_MEMORY_KIB", "8192", "argon2id memory in KiB for new password hashes", false},
 	{"db-max-conns", "ZHANGBAN_DB_MAX_CONNS", "20", "PostgreSQL pool size", false},
+	{"demo", "ZHANGBAN_DEMO", "true", "load the demo organisation (Zhejiang, grids, demo members) into an empty database", false},
 }
 
 // Error is a configuration error; it names the flag and the variable.
@@ -172,6 +174,13 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, err
 	c.Argon2Time = uint32(u("argon2-time", 1, 10))
 	c.Argon2MemoryKiB = uint32(u("argon2-memory", 1024, 1<<20))
 	c.DBMaxConns = int32(u("db-max-conns", 2, 1000))
+	switch get("demo") {
+	case "true", "1", "yes":
+		c.Demo = true
+	case "false", "0", "no":
+	default:
+		errs = append(errs, bad("demo", "want true or false"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -218,7 +227,7 @@ func (c *Config) LogAttrs() []any {
 		"access_ttl", c.AccessTTL.String(), "refresh_ttl", c.RefreshTTL.String(),
 		"jwt_key", jwt, "bootstrap_admin", redact(c.BootstrapAdmin),
 		"argon2_time", c.Argon2Time, "argon2_memory_kib", c.Argon2MemoryKiB,
-		"db_max_conns", c.DBMaxConns,
+		"db_max_conns", c.DBMaxConns, "demo", c.Demo,
 	}
 }
 
