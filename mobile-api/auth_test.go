@@ -342,3 +342,51 @@ func TestTokenFromAnotherKeyRefused(t *testing.T) {
 		t.Fatalf("token of another key: %d %s", status, body)
 	}
 }
+
+// TestThrottleHoldsUnderConcurrency: forty guesses at once still get only
+// five password checks; the rest are throttled.
+func TestThrottleHoldsUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	var wg sync.WaitGroup
+	statuses := make([]int, 40)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i], _, _ = ts.do("POST", "/v1/auth/login", "", map[string]string{"login": "admin", "password": "guess-" + fmt.Sprint(i)})
+		}()
+	}
+	wg.Wait()
+	count := map[int]int{}
+	for _, s := range statuses {
+		count[s]++
+	}
+	if count[401] != 5 || count[429] != 35 {
+		t.Fatalf("statuses %v, want 5×401 and 35×429", count)
+	}
+}
+
+func TestSweep(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t)
+	p := ts.login("admin", adminPassword, "old-phone")
+	ts.do("POST", "/v1/auth/logout", p.AccessToken, nil)
+	ts.do("POST", "/v1/auth/login", "", map[string]string{"login": "someone", "password": "wrong-password"})
+	pool := ts.api.pool
+	pool.Exec(t.Context(), `UPDATE auth_sessions SET revoked_at = now() - interval '8 days' WHERE device = 'old-phone'`)
+	pool.Exec(t.Context(), `UPDATE auth_throttle SET first_failure_at = now() - interval '1 hour'`)
+	n, err := ts.auth.Sweep(t.Context())
+	if err != nil || n < 3 { // the session (its token goes by cascade, uncounted) and two throttle rows
+		t.Fatalf("swept %d: %v", n, err)
+	}
+	var left int
+	pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM auth_sessions WHERE device = 'old-phone') + (SELECT count(*) FROM auth_throttle)`).Scan(&left)
+	if left != 0 {
+		t.Fatalf("%d rows left", left)
+	}
+	// The admin's current session is untouched.
+	if status, _, _ := ts.do("GET", "/v1/me", ts.admin, nil); status != 200 {
+		t.Fatalf("live session swept: %d", status)
+	}
+}

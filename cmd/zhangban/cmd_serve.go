@@ -77,6 +77,11 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 		}
 	}
 
+	janitorCtx, stopJanitor := context.WithCancel(context.WithoutCancel(ctx))
+	janitorDone := make(chan struct{})
+	go func() { defer close(janitorDone); authSvc.RunJanitor(janitorCtx, 10*time.Minute) }()
+	defer func() { stopJanitor(); <-janitorDone }()
+
 	if cfg.Demo {
 		if err := loadDemo(ctx, d, authSvc, console); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"runtime"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -44,12 +45,17 @@ type Service struct {
 	log   *slog.Logger
 	now   func() time.Time
 	dummy string // hash checked for unknown logins so they cost the same time
+	// hashing admits at most GOMAXPROCS password hashes at once: each holds
+	// its argon2 memory, so unbounded concurrency (anonymous requests can
+	// cause it) would grow memory without adding throughput.
+	hashing chan struct{}
 }
 
 // New returns a Service over pool.
 func New(pool *pgxpool.Pool, keys *Keyring, set Settings, log *slog.Logger) *Service {
 	return &Service{pool: pool, keys: keys, set: set, log: log, now: time.Now,
-		dummy: hashPassword("zhangban-dummy-password", set.Hash)}
+		dummy:   hashPassword("zhangban-dummy-password", set.Hash),
+		hashing: make(chan struct{}, runtime.GOMAXPROCS(0))}
 }
 
 // Account is a person who can sign in.
@@ -107,7 +113,7 @@ func (s *Service) Login(ctx context.Context, r LoginRequest) (TokenPair, error) 
 		return TokenPair{}, ErrInvalidCredentials
 	}
 	keys := throttleKeys(login, r.ClientAddr)
-	if err := s.checkThrottle(ctx, keys); err != nil {
+	if err := s.reserve(ctx, keys); err != nil {
 		return TokenPair{}, err
 	}
 	var (
@@ -117,13 +123,15 @@ func (s *Service) Login(ctx context.Context, r LoginRequest) (TokenPair, error) 
 	)
 	err := s.pool.QueryRow(ctx, `SELECT id, password_hash, disabled_at FROM accounts WHERE login = $1 OR mobile = $1`, login).Scan(&id, &hash, &disabled)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && hash == nil) { // unknown, or no password set yet
-		checkPassword(r.Password, s.dummy, s.set.Hash) // same cost as a real check
+		if _, _, err := s.check(ctx, r.Password, s.dummy); err != nil { // same cost as a real check
+			return TokenPair{}, err
+		}
 		return TokenPair{}, s.failed(ctx, keys)
 	}
 	if err != nil {
 		return TokenPair{}, err
 	}
-	ok, stale, err := checkPassword(r.Password, *hash, s.set.Hash)
+	ok, stale, err := s.check(ctx, r.Password, *hash)
 	if err != nil {
 		return TokenPair{}, fmt.Errorf("account %d: %w", id, err)
 	}
@@ -131,7 +139,7 @@ func (s *Service) Login(ctx context.Context, r LoginRequest) (TokenPair, error) 
 		return TokenPair{}, s.failed(ctx, keys)
 	}
 	if stale {
-		if _, err := s.pool.Exec(ctx, `UPDATE accounts SET password_hash = $2 WHERE id = $1`, id, hashPassword(r.Password, s.set.Hash)); err != nil {
+		if _, err := s.pool.Exec(ctx, `UPDATE accounts SET password_hash = $2 WHERE id = $1`, id, s.HashPassword(r.Password)); err != nil {
 			s.log.WarnContext(ctx, "rehash failed", "account", id, "err", err)
 		}
 	}
@@ -141,7 +149,7 @@ func (s *Service) Login(ctx context.Context, r LoginRequest) (TokenPair, error) 
 	}
 	var pair TokenPair
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM auth_throttle WHERE key = $1`, keys[0]); err != nil {
+		if err := succeeded(ctx, tx, keys); err != nil {
 			return err
 		}
 		if device != "" {
@@ -353,7 +361,7 @@ func (s *Service) CreateAccount(ctx context.Context, n NewAccount) (Account, err
 	var id int64
 	err := s.pool.QueryRow(ctx, `INSERT INTO accounts (login, mobile, display_name, password_hash, superuser)
 		VALUES (nullif($1, ''), nullif($2, ''), $3, $4, $5) RETURNING id`,
-		n.Login, n.Mobile, n.DisplayName, hashPassword(n.Password, s.set.Hash), n.Superuser).Scan(&id)
+		n.Login, n.Mobile, n.DisplayName, s.HashPassword(n.Password), n.Superuser).Scan(&id)
 	if db.SQLState(err) == db.UniqueViolation {
 		return Account{}, ErrLoginTaken
 	}
@@ -396,4 +404,24 @@ func (s *Service) SetClock(now func() time.Time) { s.now = now }
 
 // HashPassword hashes a password with the service's current parameters, for
 // tools that create accounts in bulk (the demo data).
-func (s *Service) HashPassword(pw string) string { return hashPassword(pw, s.set.Hash) }
+func (s *Service) HashPassword(pw string) string {
+	s.hashing <- struct{}{}
+	defer func() { <-s.hashing }()
+	return hashPassword(pw, s.set.Hash)
+}
+
+// check verifies a password against a stored hash, waiting for a hashing
+// slot no longer than ctx allows.
+func (s *Service) check(ctx context.Context, pw, phc string) (ok, stale bool, err error) {
+	select {
+	case s.hashing <- struct{}{}:
+	case <-ctx.Done():
+		return false, false, ctx.Err()
+	}
+	defer func() { <-s.hashing }()
+	ok, stale, err = checkPassword(pw, phc, s.set.Hash)
+	if err != nil {
+		err = fmt.Errorf("stored password hash: %w", err)
+	}
+	return ok, stale, err
+}
