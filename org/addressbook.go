@@ -48,7 +48,7 @@ func (s *Service) Members(ctx context.Context, a authz.Actor, unit int64, after 
 		return nil, "", err
 	}
 	if !sc.unitVisible(s.tree, unit) {
-		return nil, "", ErrNotFound
+		return nil, "", s.hiddenUnit(ctx, a, unit)
 	}
 	filter, args := sc.memberFilter(5)
 	rows, err := s.pool.Query(ctx, `SELECT `+memberSelect+`
@@ -110,6 +110,13 @@ func (s *Service) Card(ctx context.Context, a authz.Actor, account int64) (Card,
 		return Card{}, err
 	}
 	if len(ms) == 0 {
+		var exists bool
+		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM org_positions WHERE account_id = $1 AND NOT deleted)`, account).Scan(&exists); err != nil {
+			return Card{}, err
+		}
+		if exists {
+			return Card{}, s.hidden(ctx, a, 0, account)
+		}
 		return Card{}, ErrNotFound
 	}
 	c := Card{AccountID: account, Name: ms[0].Name, Mobile: ms[0].Mobile, MobileMasked: true}

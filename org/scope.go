@@ -127,3 +127,21 @@ func (sc *scope) unitFilter(first int) (string, []any) {
 	cond := "(u.path <@ $" + n(first) + "::ltree[] OR u.id = ANY($" + n(first+1) + ") OR u.id = ANY($" + n(first+2) + "))"
 	return cond, []any{sc.reach, sc.own, sc.above}
 }
+
+// hidden records that the actor asked for a unit (or a person) it may not
+// see and returns the not-found answer it gets.
+func (s *Service) hidden(ctx context.Context, a authz.Actor, unit, person int64) error {
+	if s.authz != nil {
+		s.authz.Denied(ctx, a, authz.UnitRead, unit, person, "not visible to the actor")
+	}
+	return ErrNotFound
+}
+
+// hiddenUnit is hidden for a unit that exists; an unknown id is simply not
+// found, with nothing to record.
+func (s *Service) hiddenUnit(ctx context.Context, a authz.Actor, unit int64) error {
+	if _, err := s.tree.Ancestors(unit); err != nil {
+		return ErrNotFound
+	}
+	return s.hidden(ctx, a, unit, 0)
+}

@@ -224,6 +224,15 @@ func TestMembersAndAddressBook(t *testing.T) {
 	if _, err := f.s.Card(ctx, actor, other); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("member of a sibling township: %v", err)
 	}
+	if _, err := f.s.Children(ctx, actor, f.T2, false); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("children of a sibling township: %v", err)
+	}
+	// Both refusals are in the audit log, though answered as not found.
+	var denied int
+	f.pool.QueryRow(ctx, `SELECT count(*) FROM authz_audit WHERE kind = 'denied' AND actor_id = $1`, zs).Scan(&denied)
+	if denied != 2 {
+		t.Fatalf("%d denials audited, want 2", denied)
+	}
 
 	for q, want := range map[string]string{"张": "张三", "zhangs": "张三", "zs": "张三", "1234": "张三", "lsj": "李书记"} {
 		ms, _, err := f.s.SearchPeople(ctx, root, q, "", 10)

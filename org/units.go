@@ -148,8 +148,11 @@ func (s *Service) unit(ctx context.Context, id int64) (Unit, error) {
 
 // Unit returns a unit the actor may see.
 func (s *Service) Unit(ctx context.Context, a authz.Actor, id int64) (Unit, error) {
-	if !s.canSeeUnit(ctx, a, id) {
+	if _, err := s.tree.Ancestors(id); err != nil {
 		return Unit{}, ErrNotFound
+	}
+	if !s.canSeeUnit(ctx, a, id) {
+		return Unit{}, s.hidden(ctx, a, id, 0)
 	}
 	return s.unit(ctx, id)
 }

@@ -47,7 +47,7 @@ func (s *Service) Children(ctx context.Context, a authz.Actor, id int64, withDis
 		return nil, err
 	}
 	if !sc.unitVisible(s.tree, id) {
-		return nil, ErrNotFound
+		return nil, s.hiddenUnit(ctx, a, id)
 	}
 	filter, args := sc.unitFilter(3)
 	rows, err := s.pool.Query(ctx, `SELECT `+unitColumnsU+`,
@@ -63,7 +63,7 @@ func (s *Service) Children(ctx context.Context, a authz.Actor, id int64, withDis
 // Ancestors lists the unit's ancestors from the root down, the unit last.
 func (s *Service) Ancestors(ctx context.Context, a authz.Actor, id int64) ([]Unit, error) {
 	if !s.canSeeUnit(ctx, a, id) {
-		return nil, ErrNotFound
+		return nil, s.hiddenUnit(ctx, a, id)
 	}
 	anc, err := s.tree.Ancestors(id)
 	if err != nil {
@@ -103,7 +103,7 @@ func (s *Service) Subtree(ctx context.Context, a authz.Actor, id int64, q Subtre
 		return nil, 0, err
 	}
 	if !sc.unitVisible(s.tree, id) {
-		return nil, 0, ErrNotFound
+		return nil, 0, s.hiddenUnit(ctx, a, id)
 	}
 	path, _ := s.pathOf(id)
 	filter, args := sc.unitFilter(6)

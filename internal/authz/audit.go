@@ -141,3 +141,17 @@ func (a *Authorizer) auditDenied(ctx context.Context, actor Actor, action Action
 		a.log.ErrorContext(ctx, "authz: writing audit entry of a refusal", "actor", actor.AccountID, "action", action, "unit", unit, "err", err)
 	}
 }
+
+// Denied records a refusal decided outside Check, such as a read of a unit
+// or a person the actor may not see (answered as not found), so that the
+// audit log holds every denied request. target is a person, or 0.
+func (a *Authorizer) Denied(ctx context.Context, actor Actor, action Action, unit, target int64, detail string) {
+	if actor.Superuser {
+		return
+	}
+	var path []int64
+	if unit != 0 {
+		path, _ = a.tree.Ancestors(unit)
+	}
+	a.auditDenied(ctx, actor, action, unit, path, target, "", detail)
+}
