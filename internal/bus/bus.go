@@ -111,6 +111,11 @@ func (b *Bus) Ping(ctx context.Context) error {
 	if b.conn == nil || !b.conn.IsConnected() {
 		return errors.New("bus not connected")
 	}
+	if _, ok := ctx.Deadline(); !ok { // nats insists on one
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
 	return b.conn.FlushWithContext(ctx)
 }
 
