@@ -52,8 +52,8 @@ var settings = []setting{
 	{"jwt-key", "ZHANGBAN_JWT_KEY", "", "base64 HMAC key (≥32 bytes) for access tokens; empty generates one into the data directory", true},
 	{"jwt-previous-keys", "ZHANGBAN_JWT_PREVIOUS_KEYS", "", "comma-separated base64 keys still accepted after a rotation", true},
 	{"bootstrap-admin", "ZHANGBAN_BOOTSTRAP_ADMIN", "", "login:password of the first administrator on an empty database", true},
-	{"argon2-time", "ZHANGBAN_ARGON2_TIME", "1", "argon2id passes for new password hashes", false},
-	{"argon2-memory", "ZHANGBAN_ARGON2_MEMORY_KIB", "8192", "argon2id memory in KiB for new password hashes", false},
+	{"argon2-time", "ZHANGBAN_ARGON2_TIME", "2", "argon2id passes for new password hashes", false},
+	{"argon2-memory", "ZHANGBAN_ARGON2_MEMORY_KIB", "19456", "argon2id memory in KiB for new password hashes", false},
 	{"db-max-conns", "ZHANGBAN_DB_MAX_CONNS", "20", "PostgreSQL pool size", false},
 	{"demo", "ZHANGBAN_DEMO", "true", "load the demo organisation (Zhejiang, grids, demo members) into an empty database", false},
 }
