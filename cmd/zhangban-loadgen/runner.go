@@ -167,7 +167,12 @@ func (l closedLoop) run(ctx context.Context) *measurement {
 
 	window := l.duration
 	var stopCause error
-	if s := time.Duration(stoppedAt.Load()); s > 0 && s < l.warmup+l.duration {
+	s := time.Duration(stoppedAt.Load())
+	if s == 0 && ctx.Err() != nil {
+		// The AfterFunc runs in its own goroutine and may not have run yet.
+		s = time.Since(t0)
+	}
+	if s > 0 && s < l.warmup+l.duration {
 		window = max(s-l.warmup, 0)
 		stopCause = context.Cause(ctx)
 	}
