@@ -58,6 +58,7 @@ type scenario struct {
 func scenarios() []scenario {
 	return []scenario{
 		{name: "login", summary: "closed loop of successful password sign-ins, one account and device per client", run: runLogin},
+		{name: "org", summary: "children, ancestors, subtree and people search as one user, a phase each", run: runOrg},
 	}
 }
 
