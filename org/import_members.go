@@ -35,7 +35,7 @@ type memberInput struct {
 	rows     []memberRow
 	byMobile map[string]int32
 	byUnit   map[string]int32
-	titles   map[string]string  // interned: registers repeat a few titles
+	titles   map[string]string // interned: registers repeat a few titles
 	probs    problems
 }
 
@@ -160,16 +160,18 @@ func (in *memberInput) finish() {
 		return int(a - b)
 	})
 	drop := map[int32]bool{}
+	var first int32 // the first row of the current (person, unit)
+	if len(order) > 0 {
+		first = order[0]
+	}
 	for k := 1; k < len(order); k++ {
-		x, y := &in.rows[order[k-1]], &in.rows[order[k]]
-		if x.person == y.person && x.unit == y.unit {
-			first := order[k-1]
-			for drop[first] { // three or more: name the first
-				first = order[slices.Index(order, first)-1]
-			}
-			in.probs.add(in.file, y.line, "%s is already placed in unit %s at line %d", in.people[y.person].name, in.unitRaw[y.unit], in.rows[first].line)
-			drop[order[k]] = true
+		x, y := &in.rows[first], &in.rows[order[k]]
+		if x.person != y.person || x.unit != y.unit {
+			first = order[k]
+			continue
 		}
+		in.probs.add(in.file, y.line, "%s is already placed in unit %s at line %d", in.people[y.person].name, in.unitRaw[y.unit], x.line)
+		drop[order[k]] = true
 	}
 	if len(drop) > 0 {
 		kept := in.rows[:0]

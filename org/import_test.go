@@ -548,6 +548,9 @@ func TestImportMembersBad(t *testing.T) {
 	os.WriteFile(file, []byte("张三,13800000001,33,,,\n张四,13800000001,3301,,,\n"), 0o644)
 	_, err = ImportMembers(ctx, pool, file, ImportOptions{})
 	wantProblems(t, importError(t, err), "m.csv:2: mobile 13800000001 is 张三 at line 1, not 张四")
+	os.WriteFile(file, []byte("张三,13800000001,33,,,\n李四,13800000002,33,,,\n张三,13800000001,33,书记,,\n张三,13800000001,330000000000,,,\n"), 0o644)
+	_, err = ImportMembers(ctx, pool, file, ImportOptions{})
+	wantProblems(t, importError(t, err), "m.csv:3: 张三 is already placed in unit 33 at line 1", "m.csv:4: 张三 is already placed in unit 33 at line 1")
 }
 
 func TestLoadDemo(t *testing.T) {
@@ -557,6 +560,14 @@ func TestLoadDemo(t *testing.T) {
 		AccessTTL: time.Minute, RefreshTTL: time.Hour, Hash: auth.HashParams{Time: 1, MemoryKiB: 1024},
 	}, slog.New(slog.DiscardHandler))
 	var out strings.Builder
+	schema := `SELECT string_agg(def, E'\n' ORDER BY def) FROM (SELECT pg_get_indexdef(indexrelid) AS def FROM pg_index
+		WHERE indrelid IN ('org_units'::regclass, 'org_people'::regclass, 'org_positions'::regclass)
+		UNION ALL SELECT pg_get_constraintdef(oid) FROM pg_constraint
+		WHERE conrelid IN ('org_units'::regclass, 'org_people'::regclass, 'org_positions'::regclass)) x`
+	var before, after string
+	if err := pool.QueryRow(ctx, schema).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	logins, err := LoadDemo(ctx, pool, authSvc.HashPassword, &out)
 	if err != nil {
@@ -595,6 +606,14 @@ func TestLoadDemo(t *testing.T) {
 		t.Error("the demo has no 兼职")
 	}
 	checkTree(t, pool)
+	// The grids are a bulk load: indexes and foreign keys were dropped and
+	// must be back as they were.
+	if err := pool.QueryRow(ctx, schema).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("indexes and constraints changed:\n%s\nwant\n%s", after, before)
+	}
 
 	logins, err = LoadDemo(ctx, pool, authSvc.HashPassword, &out)
 	if err != nil || logins != nil {
@@ -616,5 +635,51 @@ func TestFillPinyinMatchesPinyin(t *testing.T) {
 		if full, initials := Pinyin(p.name); p.pinyin != full || p.initials != initials {
 			t.Errorf("%s: %s %s, Pinyin says %s %s", p.name, p.pinyin, p.initials, full, initials)
 		}
+	}
+}
+
+func TestBulkLoadRestores(t *testing.T) {
+	pool := testenv.DB(t)
+	ctx := context.Background()
+	for _, table := range []string{"org_units", "org_people", "org_positions"} {
+		schema := `SELECT (SELECT string_agg(pg_get_indexdef(indexrelid), E'\n' ORDER BY 1) FROM pg_index WHERE indrelid = $1::regclass)
+			|| (SELECT string_agg(pg_get_constraintdef(oid), E'\n' ORDER BY 1) FROM pg_constraint WHERE conrelid = $1::regclass)`
+		var before, during, after string
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.QueryRow(ctx, schema, table).Scan(&before)
+		restore, err := bulkLoad(ctx, tx, table, bulkMinRows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.QueryRow(ctx, schema, table).Scan(&during)
+		if err := restore(); err != nil {
+			t.Fatal(err)
+		}
+		tx.QueryRow(ctx, schema, table).Scan(&after)
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if during == before || strings.Contains(during, "FOREIGN KEY") || strings.Contains(during, "gist") {
+			t.Errorf("%s: nothing dropped for a bulk load:\n%s", table, during)
+		}
+		if after != before {
+			t.Errorf("%s after restore:\n%s\nwant\n%s", table, after, before)
+		}
+	}
+	// A small load into a table that has rows drops nothing.
+	if _, err := ImportNBS(ctx, pool, "testdata/nbs-small", ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tx, _ := pool.Begin(ctx)
+	defer tx.Rollback(ctx)
+	tx.Exec(ctx, `ANALYZE org_units`)
+	if _, err := bulkLoad(ctx, tx, "org_units", 10); err != nil {
+		t.Fatal(err)
+	}
+	if n := queryInt(t, pool, `SELECT count(*) FROM pg_indexes WHERE tablename = 'org_units'`); n != 6 {
+		t.Errorf("org_units has %d indexes", n)
 	}
 }
