@@ -102,16 +102,7 @@ func (c *apiClient) postJSON(ctx context.Context, path, bearer string, body []by
 		return resp.StatusCode, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		ae := &apiError{Status: resp.StatusCode}
-		var shape struct {
-			Error struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if json.Unmarshal(data, &shape) == nil {
-			ae.Code, ae.Message = shape.Error.Code, shape.Error.Message
-		}
+		ae := decodeAPIError(resp.StatusCode, data)
 		return resp.StatusCode, ae
 	}
 	if out != nil {
@@ -201,4 +192,19 @@ func errorKind(err error) string {
 		return "transport: " + ue.Err.Error()
 	}
 	return "transport: " + err.Error()
+}
+
+// decodeAPIError reads the server's error shape from a failed answer.
+func decodeAPIError(status int, data []byte) *apiError {
+	ae := &apiError{Status: status}
+	var shape struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &shape) == nil {
+		ae.Code, ae.Message = shape.Error.Code, shape.Error.Message
+	}
+	return ae
 }

@@ -49,16 +49,7 @@ func (c *apiClient) getJSON(ctx context.Context, path, bearer string, out any) e
 		return err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		ae := &apiError{Status: resp.StatusCode}
-		var shape struct {
-			Error struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if json.Unmarshal(data, &shape) == nil {
-			ae.Code, ae.Message = shape.Error.Code, shape.Error.Message
-		}
+		ae := decodeAPIError(resp.StatusCode, data)
 		return ae
 	}
 	if out != nil {
