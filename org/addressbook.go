@@ -188,13 +188,30 @@ func (s *Service) SearchPeople(ctx context.Context, a authz.Actor, q, after stri
 		return nil, "", err
 	}
 	filter, args := sc.memberFilter(5)
-	rows, err := s.pool.Query(ctx, `SELECT `+memberSelect+`
+	// Two plans. A wide view (a province or a city, or everything) walks
+	// the people who match, in order, and keeps those it may see. A narrow
+	// view starts from the positions inside it (few, by the GiST index on
+	// their paths) and keeps those who match: walking every match in the
+	// country to find a county's few was what made search slow.
+	query := `SELECT ` + memberSelect + `
 		FROM org_people p
-		CROSS JOIN LATERAL (SELECT * FROM org_positions pos WHERE pos.account_id = p.account_id AND NOT pos.deleted AND `+filter+`
+		CROSS JOIN LATERAL (SELECT * FROM org_positions pos WHERE pos.account_id = p.account_id AND NOT pos.deleted AND ` + filter + `
 			ORDER BY pos.is_primary DESC, pos.id LIMIT 1) pos
 		JOIN org_units u ON u.id = pos.unit_id
-		WHERE `+match+` AND (p.pinyin, p.account_id) > ($2, $3)
-		ORDER BY p.pinyin, p.account_id LIMIT $4`, append([]any{arg, afterPinyin, afterID, limit}, args...)...)
+		WHERE ` + match + ` AND (p.pinyin, p.account_id) > ($2, $3)
+		ORDER BY p.pinyin, p.account_id LIMIT $4`
+	if s.narrow(sc) {
+		query = `SELECT ` + memberSelect + ` FROM (
+			SELECT DISTINCT ON (p.pinyin, p.account_id) p.account_id AS person, pos.id AS position
+			FROM org_positions pos JOIN org_people p USING (account_id)
+			WHERE NOT pos.deleted AND ` + filter + ` AND ` + match + ` AND (p.pinyin, p.account_id) > ($2, $3)
+			ORDER BY p.pinyin, p.account_id, pos.is_primary DESC, pos.id) hit
+		JOIN org_people p ON p.account_id = hit.person
+		JOIN org_positions pos ON pos.id = hit.position
+		JOIN org_units u ON u.id = pos.unit_id
+		ORDER BY p.pinyin, p.account_id LIMIT $4`
+	}
+	rows, err := s.pool.Query(ctx, query, append([]any{arg, afterPinyin, afterID, limit}, args...)...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -391,4 +408,19 @@ func (s *Service) memberByPosition(ctx context.Context, a authz.Actor, id int64)
 		return Member{}, ErrNotFound
 	}
 	return ms[0], nil
+}
+
+// narrow reports whether a viewer's reach lies wholly at county level or
+// below, so that starting a search from the positions in reach is cheap.
+func (s *Service) narrow(sc *scope) bool {
+	if sc.all {
+		return false
+	}
+	for _, r := range sc.roots {
+		anc, err := s.tree.Ancestors(r)
+		if err != nil || Level(len(anc)) < County {
+			return false
+		}
+	}
+	return true
 }

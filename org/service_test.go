@@ -240,6 +240,20 @@ func TestMembersAndAddressBook(t *testing.T) {
 			t.Errorf("search %q: %+v %v", q, ms, err)
 		}
 	}
+	// 张三's view is narrow (a village and a township): search starts from it.
+	for q, want := range map[string]string{"lsj": "李书记", "3333": "王科员", "王": "王科员"} {
+		ms, _, err := f.s.SearchPeople(ctx, actor, q, "", 10)
+		if err != nil || len(ms) != 1 || ms[0].Name != want {
+			t.Errorf("narrow search %q: %+v %v", q, ms, err)
+		}
+	}
+	page1, next, err := f.s.SearchPeople(ctx, actor, "l", "", 1)
+	if err != nil || len(page1) != 1 || next == "" {
+		t.Fatalf("narrow page 1: %+v %q %v", page1, next, err)
+	}
+	if page2, _, err := f.s.SearchPeople(ctx, actor, "l", next, 1); err != nil || len(page2) != 0 && page2[0].AccountID == page1[0].AccountID {
+		t.Fatalf("narrow page 2 repeats page 1: %+v %v", page2, err)
+	}
 	if ms, _, _ := f.s.SearchPeople(ctx, actor, "zl", "", 10); len(ms) != 0 {
 		t.Fatalf("search found an invisible person: %+v", ms)
 	}
