@@ -72,10 +72,7 @@ func (s *Service) CreateUnit(ctx context.Context, a authz.Actor, n NewUnit) (Uni
 		return Unit{}, err
 	}
 	var id int64
-	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := lockOrg(ctx, tx); err != nil {
-			return err
-		}
+	return s.changeUnit(ctx, &id, func(tx pgx.Tx) error {
 		level, path := Province, ""
 		if n.ParentID != 0 {
 			var plevel Level
@@ -119,11 +116,23 @@ func (s *Service) CreateUnit(ctx context.Context, a authz.Actor, n NewUnit) (Uni
 		}
 		return logChange(ctx, tx, "unit", id, "", "")
 	})
+}
+
+// changeUnit runs fn in a transaction that holds the org lock, then makes
+// every node's tree follow and returns the unit as it now is. fn may set
+// *id (a new unit's).
+func (s *Service) changeUnit(ctx context.Context, id *int64, fn func(tx pgx.Tx) error) (Unit, error) {
+	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := lockOrg(ctx, tx); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
 	if err != nil {
 		return Unit{}, err
 	}
 	s.treeChanged(ctx)
-	return s.unit(ctx, id)
+	return s.unit(ctx, *id)
 }
 
 // logChange records a change for address-book sync; empty paths are taken
@@ -192,10 +201,7 @@ func (s *Service) UpdateUnit(ctx context.Context, a authz.Actor, id int64, p Uni
 		}
 		p.Name = &n
 	}
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := lockOrg(ctx, tx); err != nil {
-			return err
-		}
+	return s.changeUnit(ctx, &id, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE org_units SET name = coalesce($2, name), sort_order = coalesce($3, sort_order),
 			version = nextval('org_version'), updated_at = now() WHERE id = $1`, id, p.Name, p.SortOrder)
 		if err != nil {
@@ -206,11 +212,6 @@ func (s *Service) UpdateUnit(ctx context.Context, a authz.Actor, id int64, p Uni
 		}
 		return logChange(ctx, tx, "unit", id, "", "")
 	})
-	if err != nil {
-		return Unit{}, err
-	}
-	s.treeChanged(ctx)
-	return s.unit(ctx, id)
 }
 
 // MoveUnit moves a unit and its whole subtree under a new parent of the
@@ -223,10 +224,7 @@ func (s *Service) MoveUnit(ctx context.Context, a authz.Actor, id, newParent int
 	if err := s.check(ctx, a, authz.UnitManage, newParent); err != nil {
 		return Unit{}, err
 	}
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := lockOrg(ctx, tx); err != nil {
-			return err
-		}
+	return s.changeUnit(ctx, &id, func(tx pgx.Tx) error {
 		var level, plevel Level
 		var path, ppath, pstatus string
 		if err := tx.QueryRow(ctx, `SELECT level, path::text FROM org_units WHERE id = $1`, id).Scan(&level, &path); err != nil {
@@ -269,11 +267,6 @@ func (s *Service) MoveUnit(ctx context.Context, a authz.Actor, id, newParent int
 			WHERE unit_path <@ $1::ltree AND NOT deleted`, path, newPath)
 		return err
 	})
-	if err != nil {
-		return Unit{}, err
-	}
-	s.treeChanged(ctx)
-	return s.unit(ctx, id)
 }
 
 // DissolveUnit marks a unit dissolved (unit.manage at the unit). It is
@@ -283,10 +276,7 @@ func (s *Service) DissolveUnit(ctx context.Context, a authz.Actor, id int64) (Un
 	if err := s.check(ctx, a, authz.UnitManage, id); err != nil {
 		return Unit{}, err
 	}
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := lockOrg(ctx, tx); err != nil {
-			return err
-		}
+	return s.changeUnit(ctx, &id, func(tx pgx.Tx) error {
 		var status string
 		if err := tx.QueryRow(ctx, `SELECT status FROM org_units WHERE id = $1 FOR UPDATE`, id).Scan(&status); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
@@ -338,11 +328,6 @@ func (s *Service) DissolveUnit(ctx context.Context, a authz.Actor, id int64) (Un
 		}
 		return logChange(ctx, tx, "unit", id, "", "")
 	})
-	if err != nil {
-		return Unit{}, err
-	}
-	s.treeChanged(ctx)
-	return s.unit(ctx, id)
 }
 
 // OpenWork counts open work items at a unit inside the dissolving

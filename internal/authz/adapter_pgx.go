@@ -11,6 +11,8 @@ import (
 	"github.com/casbin/casbin/v2/persist"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/zhangban/zhangban/internal/db"
 )
 
 // querier is what the stores need from a pool or a transaction.
@@ -167,21 +169,11 @@ func (a *adapter) SavePolicyCtx(ctx context.Context, m model.Model) error {
 
 // inTx runs fn in a transaction of a.db (a nested one when a.db is a tx).
 func (a *adapter) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	b, ok := a.db.(interface {
-		Begin(context.Context) (pgx.Tx, error)
-	})
+	b, ok := a.db.(db.Beginner)
 	if !ok {
 		return errors.New("authz adapter: cannot begin a transaction")
 	}
-	tx, err := b.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
-	if err := fn(tx); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	return db.InTx(ctx, b, fn)
 }
 
 func insertRule(ctx context.Context, q querier, ptype string, rule []string) error {
