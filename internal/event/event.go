@@ -1,0 +1,98 @@
+package event
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Subject is the bus subject every event travels on; every gateway node
+// subscribes to it and keeps what concerns its own connections.
+const Subject = "zhangban.events"
+
+// Types of events, as clients see them in a frame's "type".
+const (
+	TypeMessage      = "message"
+	TypeRead         = "read"
+	TypeConversation = "conversation"
+	TypePresence     = "presence"
+)
+
+// Event is one thing that happened, addressed to a conversation's members
+// or to a list of accounts (or both).
+type Event struct {
+	Type string `json:"type"`
+	// Conv addresses every member of the conversation (after Join and
+	// Leave are applied); zero when only To is addressed.
+	Conv int64 `json:"conv,omitempty"`
+	// Seq is the message sequence for message events; the gateway uses it to
+	// drop what a syncing client has already received.
+	Seq int64 `json:"seq,omitempty"`
+	// To addresses these accounts as well (all their devices).
+	To []int64 `json:"to,omitempty"`
+	// Join and Leave change who is in Conv; the gateway applies them before
+	// delivering, so a removed member gets the removal and nothing after it.
+	Join  []int64 `json:"join,omitempty"`
+	Leave []int64 `json:"leave,omitempty"`
+	// Data is the frame's data object exactly as clients receive it.
+	Data json.RawMessage `json:"data"`
+}
+
+// Validate reports whether an event received from the bus can be routed.
+func (e *Event) Validate() error {
+	switch {
+	case e.Type == "":
+		return errors.New("event without a type")
+	case e.Conv == 0 && len(e.To) == 0:
+		return errors.New("event without recipients")
+	case len(e.Data) == 0 || !json.Valid(e.Data):
+		return errors.New("event data is not JSON")
+	}
+	return nil
+}
+
+// Publisher sends events after their transaction committed. Publishing is
+// best effort: an error is logged by the implementation, never returned to
+// the user whose write already succeeded.
+type Publisher interface {
+	Publish(ctx context.Context, e Event)
+}
+
+// Bus publishes events on NATS.
+type Bus struct {
+	nc  *nats.Conn
+	log *slog.Logger
+}
+
+// NewBus returns a Publisher over nc.
+func NewBus(nc *nats.Conn, log *slog.Logger) *Bus { return &Bus{nc: nc, log: log} }
+
+// Publish encodes e and publishes it on Subject.
+func (b *Bus) Publish(ctx context.Context, e Event) {
+	buf, err := json.Marshal(e)
+	if err == nil {
+		err = b.nc.Publish(Subject, buf)
+	}
+	if err != nil {
+		b.log.WarnContext(ctx, "publishing an event failed; clients will get it when they sync", "type", e.Type, "conv", e.Conv, "err", err)
+	}
+}
+
+// Decode parses an event received from the bus.
+func Decode(buf []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(buf, &e); err != nil {
+		return Event{}, fmt.Errorf("decoding an event: %w", err)
+	}
+	return e, e.Validate()
+}
+
+// Discard is a Publisher that drops everything (operator tools, tests).
+type Discard struct{}
+
+// Publish does nothing.
+func (Discard) Publish(context.Context, Event) {}

@@ -1,0 +1,543 @@
+package messaging
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/zhangban/zhangban/internal/auth"
+	"github.com/zhangban/zhangban/internal/authz"
+	"github.com/zhangban/zhangban/internal/event"
+	"github.com/zhangban/zhangban/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	testenv.Main(m, auth.Migrations(), Migrations())
+}
+
+// seeAll lets everyone see everyone except the pairs in hidden.
+type seeAll struct {
+	known  map[int64]bool
+	hidden map[[2]int64]bool
+}
+
+func (v seeAll) VisiblePeople(_ context.Context, a authz.Actor, ids []int64) (map[int64]bool, error) {
+	out := map[int64]bool{}
+	for _, id := range ids {
+		out[id] = v.known[id] && !v.hidden[[2]int64{a.AccountID, id}]
+	}
+	return out, nil
+}
+
+// recorder keeps published events.
+type recorder struct {
+	mu     sync.Mutex
+	events []event.Event
+}
+
+func (r *recorder) Publish(_ context.Context, e event.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+func (r *recorder) ofType(t string) []event.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []event.Event
+	for _, e := range r.events {
+		if e.Type == t {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+type fixture struct {
+	svc *Service
+	rec *recorder
+	ids []int64 // accounts created for the test
+}
+
+func newFixture(t *testing.T, accounts int, hidden ...[2]int) *fixture {
+	t.Helper()
+	pool := testenv.DB(t)
+	ctx := context.Background()
+	f := &fixture{rec: &recorder{}}
+	for i := range accounts {
+		var id int64
+		if err := pool.QueryRow(ctx, `INSERT INTO accounts (login, display_name, password_hash) VALUES ($1, $1, 'x') RETURNING id`,
+			fmt.Sprintf("user%d", i)).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		f.ids = append(f.ids, id)
+	}
+	known := map[int64]bool{}
+	for _, id := range f.ids {
+		known[id] = true
+	}
+	h := map[[2]int64]bool{}
+	for _, p := range hidden {
+		h[[2]int64{f.ids[p[0]], f.ids[p[1]]}] = true
+	}
+	f.svc = New(pool, seeAll{known, h}, f.rec, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	t.Cleanup(func() { f.svc.Close(context.Background()) })
+	return f
+}
+
+func (f *fixture) actor(i int) authz.Actor { return authz.Actor{AccountID: f.ids[i]} }
+
+func (f *fixture) send(t *testing.T, who int, conv int64, text string) Sent {
+	t.Helper()
+	s, err := f.svc.Send(context.Background(), f.actor(who), SendRequest{Conv: conv, ClientID: fmt.Sprintf("%d-%s", who, text), Text: text})
+	if err != nil {
+		t.Fatalf("send %q: %v", text, err)
+	}
+	return s
+}
+
+func TestDirect(t *testing.T) {
+	f := newFixture(t, 3, [2]int{0, 2})
+	ctx := context.Background()
+	c, err := f.svc.Direct(ctx, f.actor(0), f.ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kind != "direct" || c.Peer != f.ids[1] || c.MemberCount != 2 || c.Role != RoleMember {
+		t.Fatalf("direct conversation: %+v", c)
+	}
+	again, err := f.svc.Direct(ctx, f.actor(1), f.ids[0])
+	if err != nil || again.ID != c.ID || again.Peer != f.ids[0] {
+		t.Fatalf("the other side gets the same conversation: %+v %v", again, err)
+	}
+	if n := len(f.rec.ofType(event.TypeConversation)); n != 1 {
+		t.Errorf("created events: %d, want 1", n)
+	}
+	if _, err := f.svc.Direct(ctx, f.actor(0), f.ids[0]); !errors.Is(err, ErrInvalid) {
+		t.Errorf("direct with oneself: %v", err)
+	}
+	if _, err := f.svc.Direct(ctx, f.actor(0), f.ids[2]); !errors.Is(err, ErrNotFound) {
+		t.Errorf("direct with someone hidden: %v", err)
+	}
+	if _, err := f.svc.Direct(ctx, f.actor(0), 999999); !errors.Is(err, ErrNotFound) {
+		t.Errorf("direct with an unknown account: %v", err)
+	}
+	if _, err := f.svc.Get(ctx, f.actor(2), c.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("an outsider gets a direct conversation: %v", err)
+	}
+}
+
+func TestSendIdempotentAndValidated(t *testing.T) {
+	f := newFixture(t, 3)
+	ctx := context.Background()
+	c, _ := f.svc.Direct(ctx, f.actor(0), f.ids[1])
+	a := f.actor(0)
+	first, err := f.svc.Send(ctx, a, SendRequest{Conv: c.ID, ClientID: "m1", Text: "你好", Mentions: []int64{f.ids[1]}})
+	if err != nil || first.Seq != 1 || first.Duplicate {
+		t.Fatalf("first send: %+v %v", first, err)
+	}
+	retry, err := f.svc.Send(ctx, a, SendRequest{Conv: c.ID, ClientID: "m1", Text: "你好", Mentions: []int64{f.ids[1]}})
+	if err != nil || retry.Seq != 1 || !retry.Duplicate || !retry.At.Equal(first.At) {
+		t.Fatalf("retry: %+v %v (first %+v)", retry, err, first)
+	}
+	if _, err := f.svc.Send(ctx, a, SendRequest{Conv: c.ID, ClientID: "m1", Text: "something else"}); !errors.Is(err, ErrConflict) {
+		t.Errorf("reused client id: %v", err)
+	}
+	second := f.send(t, 1, c.ID, "second")
+	if second.Seq != 2 {
+		t.Errorf("second seq %d", second.Seq)
+	}
+	if n := len(f.rec.ofType(event.TypeMessage)); n != 2 {
+		t.Errorf("message events %d, want 2 (no event for a retry)", n)
+	}
+	var m Message
+	json.Unmarshal(f.rec.ofType(event.TypeMessage)[0].Data, &m)
+	if m.Text != "你好" || m.Seq != 1 || m.Sender != f.ids[0] || m.Conv != c.ID {
+		t.Errorf("event data %+v", m)
+	}
+
+	bad := []struct {
+		name string
+		req  SendRequest
+		want error
+	}{
+		{"not a member", SendRequest{Conv: c.ID, ClientID: "x1", Text: "hi"}, ErrNotFound},
+		{"unknown conversation", SendRequest{Conv: 424242, ClientID: "x2", Text: "hi"}, ErrNotFound},
+		{"no client id", SendRequest{Conv: c.ID, Text: "hi"}, ErrInvalid},
+		{"client id with space", SendRequest{Conv: c.ID, ClientID: "a b", Text: "hi"}, ErrInvalid},
+		{"empty text", SendRequest{Conv: c.ID, ClientID: "x3", Text: "  "}, ErrInvalid},
+		{"text too long", SendRequest{Conv: c.ID, ClientID: "x4", Text: strings.Repeat("字", MaxTextRunes+1)}, ErrTooLarge},
+		{"bad kind", SendRequest{Conv: c.ID, ClientID: "x5", Kind: "Image!", Payload: json.RawMessage(`{}`)}, ErrInvalid},
+		{"reserved kind", SendRequest{Conv: c.ID, ClientID: "x6", Kind: "system", Payload: json.RawMessage(`{}`)}, ErrInvalid},
+		{"payload not an object", SendRequest{Conv: c.ID, ClientID: "x7", Kind: "image", Payload: json.RawMessage(`[1]`)}, ErrInvalid},
+		{"kind without payload", SendRequest{Conv: c.ID, ClientID: "x8", Kind: "image"}, ErrInvalid},
+		{"payload too large", SendRequest{Conv: c.ID, ClientID: "x9", Kind: "file", Payload: json.RawMessage(`{"a":"` + strings.Repeat("x", MaxPayloadBytes) + `"}`)}, ErrTooLarge},
+		{"mention of a non-member", SendRequest{Conv: c.ID, ClientID: "x10", Text: "hi", Mentions: []int64{f.ids[2]}}, ErrInvalid},
+		{"mention twice", SendRequest{Conv: c.ID, ClientID: "x11", Text: "hi", Mentions: []int64{f.ids[1], f.ids[1]}}, ErrInvalid},
+		{"invalid UTF-8", SendRequest{Conv: c.ID, ClientID: "x12", Text: "\xff"}, ErrInvalid},
+	}
+	for _, tc := range bad {
+		who := a
+		if tc.name == "not a member" {
+			who = f.actor(2)
+		}
+		if _, err := f.svc.Send(ctx, who, tc.req); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	ms, _, _ := f.svc.History(ctx, a, c.ID, 0, 0, 50)
+	if len(ms) != 2 {
+		t.Errorf("bad sends wrote something: %d messages", len(ms))
+	}
+	img, err := f.svc.Send(ctx, a, SendRequest{Conv: c.ID, ClientID: "img", Kind: "image", Payload: json.RawMessage(`{ "url": "https://x/1.png", "w": 10 }`)})
+	if err != nil || img.Seq != 3 {
+		t.Fatalf("typed message: %+v %v", img, err)
+	}
+	ms, _, _ = f.svc.History(ctx, a, c.ID, 2, 0, 50)
+	if len(ms) != 1 || ms[0].Kind != "image" || string(ms[0].Payload) != `{"w": 10, "url": "https://x/1.png"}` && string(ms[0].Payload) != `{"url":"https://x/1.png","w":10}` {
+		t.Errorf("typed message read back: %+v %s", ms, ms[0].Payload)
+	}
+}
+
+// TestConcurrentSendsAreGapless sends from many goroutines into a few
+// conversations, with every message also retried concurrently, and checks
+// that each conversation holds 1..N exactly once.
+func TestConcurrentSendsAreGapless(t *testing.T) {
+	f := newFixture(t, 4)
+	ctx := context.Background()
+	g, err := f.svc.CreateGroup(ctx, f.actor(0), "并发", []int64{f.ids[1], f.ids[2], f.ids[3]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := f.svc.Direct(ctx, f.actor(0), f.ids[1])
+	const per = 60
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seqs := map[int64]map[int64]string{g.ID: {}, d.ID: {}}
+	for w := range 4 {
+		for _, conv := range []int64{g.ID, d.ID} {
+			if conv == d.ID && w > 1 {
+				continue
+			}
+			for copyN := range 2 { // the same sends twice, racing
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range per {
+						id := fmt.Sprintf("w%d-%d", conv, i)
+						r, err := f.svc.Send(ctx, f.actor(w), SendRequest{Conv: conv, ClientID: id, Text: id})
+						if err != nil {
+							t.Errorf("send %s (copy %d): %v", id, copyN, err)
+							return
+						}
+						mu.Lock()
+						key := fmt.Sprintf("%d/%s", w, id)
+						if prev, ok := seqs[conv][r.Seq]; ok && prev != key {
+							t.Errorf("seq %d of %d given to %s and %s", r.Seq, conv, prev, key)
+						}
+						seqs[conv][r.Seq] = key
+						mu.Unlock()
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	for conv, want := range map[int64]int{g.ID: 4 * per, d.ID: 2 * per} {
+		var all []Message
+		after := int64(0)
+		for {
+			ms, more, err := f.svc.History(ctx, f.actor(0), conv, after, 0, MaxHistory)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, ms...)
+			if !more {
+				break
+			}
+			after = ms[len(ms)-1].Seq
+		}
+		if len(all) != want {
+			t.Errorf("conversation %d: %d messages, want %d", conv, len(all), want)
+		}
+		for i, m := range all {
+			if m.Seq != int64(i+1) {
+				t.Fatalf("conversation %d: message %d has seq %d", conv, i, m.Seq)
+			}
+		}
+		if n := len(f.rec.ofType(event.TypeMessage)); n != 6*per {
+			t.Errorf("message events %d, want %d", n, 6*per)
+		}
+	}
+}
+
+func TestGroupLifecycle(t *testing.T) {
+	f := newFixture(t, 5, [2]int{0, 4})
+	ctx := context.Background()
+	owner, admin, member, other := f.actor(0), f.actor(1), f.actor(2), f.actor(3)
+	if _, err := f.svc.CreateGroup(ctx, owner, "组", []int64{f.ids[4]}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("group with someone hidden: %v", err)
+	}
+	if _, err := f.svc.CreateGroup(ctx, owner, " ", nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("group without a title: %v", err)
+	}
+	big := make([]int64, MaxGroupMembers)
+	for i := range big {
+		big[i] = int64(i + 1000)
+	}
+	if _, err := f.svc.CreateGroup(ctx, owner, "big", big); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("group over the limit: %v", err)
+	}
+	g, err := f.svc.CreateGroup(ctx, owner, "西湖区工作群", []int64{f.ids[1], f.ids[2], f.ids[0]})
+	if err != nil || g.MemberCount != 3 || g.Role != RoleOwner {
+		t.Fatalf("create: %+v %v", g, err)
+	}
+	if _, err := f.svc.SetRole(ctx, owner, g.ID, f.ids[1], RoleAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Rename(ctx, member, g.ID, "x"); !errors.Is(err, ErrForbidden) {
+		t.Errorf("member renames: %v", err)
+	}
+	if _, err := f.svc.Rename(ctx, other, g.ID, "x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("outsider renames: %v", err)
+	}
+	if c, err := f.svc.Rename(ctx, admin, g.ID, "新名字"); err != nil || c.Title != "新名字" {
+		t.Errorf("admin renames: %+v %v", c, err)
+	}
+	f.send(t, 0, g.ID, "one")
+	f.send(t, 1, g.ID, "two")
+	if _, err := f.svc.AddMembers(ctx, member, g.ID, []int64{f.ids[3]}); !errors.Is(err, ErrForbidden) {
+		t.Errorf("member invites: %v", err)
+	}
+	c, err := f.svc.AddMembers(ctx, admin, g.ID, []int64{f.ids[3], f.ids[2]})
+	if err != nil || c.MemberCount != 4 {
+		t.Fatalf("invite: %+v %v", c, err)
+	}
+	joined := f.rec.ofType(event.TypeConversation)
+	if last := joined[len(joined)-1]; len(last.Join) != 1 || last.Join[0] != f.ids[3] {
+		t.Errorf("invite event joins %v, want only the new member", last.Join)
+	}
+	// The newcomer sees only what came after joining.
+	if ms, _, _ := f.svc.History(ctx, other, g.ID, 0, 0, 50); len(ms) != 0 {
+		t.Errorf("newcomer sees %d earlier messages", len(ms))
+	}
+	f.send(t, 3, g.ID, "three")
+	if ms, _, _ := f.svc.History(ctx, other, g.ID, 0, 0, 50); len(ms) != 1 || ms[0].Seq != 3 {
+		t.Errorf("newcomer history: %+v", ms)
+	}
+	if _, err := f.svc.RemoveMember(ctx, admin, g.ID, f.ids[0]); !errors.Is(err, ErrForbidden) {
+		t.Errorf("admin removes the owner: %v", err)
+	}
+	if _, err := f.svc.RemoveMember(ctx, admin, g.ID, f.ids[2]); err != nil {
+		t.Fatalf("admin removes a member: %v", err)
+	}
+	removed := f.rec.ofType(event.TypeConversation)
+	if last := removed[len(removed)-1]; len(last.Leave) != 1 || last.Leave[0] != f.ids[2] || len(last.To) != 1 {
+		t.Errorf("removal event: %+v", last)
+	}
+	if _, err := f.svc.Send(ctx, member, SendRequest{Conv: g.ID, ClientID: "late", Text: "hi"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("removed member sends: %v", err)
+	}
+	f.send(t, 0, g.ID, "four")
+	ms, _, err := f.svc.History(ctx, member, g.ID, 0, Latest, 50)
+	if err != nil || len(ms) != 3 || ms[0].Seq != 3 {
+		t.Errorf("a former member reads up to the removal: %d messages, %v", len(ms), err)
+	}
+	gm, err := f.svc.Get(ctx, member, g.ID)
+	if err != nil || gm.LeftSeq == nil || *gm.LeftSeq != 3 || gm.Role != "" {
+		t.Errorf("former member's view: %+v %v", gm, err)
+	}
+	// The owner leaves: the admin takes over.
+	if _, err := f.svc.RemoveMember(ctx, owner, g.ID, f.ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := f.svc.Get(ctx, admin, g.ID); c.Role != RoleOwner || c.MemberCount != 2 {
+		t.Errorf("after the owner left: %+v", c)
+	}
+	d, _ := f.svc.Direct(ctx, owner, f.ids[1])
+	if _, err := f.svc.RemoveMember(ctx, owner, d.ID, f.ids[0]); !errors.Is(err, ErrForbidden) {
+		t.Errorf("leaving a direct conversation: %v", err)
+	}
+	if _, err := f.svc.Rename(ctx, owner, d.ID, "x"); !errors.Is(err, ErrForbidden) {
+		t.Errorf("renaming a direct conversation: %v", err)
+	}
+	// Members list.
+	list, more, err := f.svc.Members(ctx, admin, g.ID, 0, 10)
+	if err != nil || more || len(list) != 2 {
+		t.Errorf("members: %+v %v %v", list, more, err)
+	}
+	if _, _, err := f.svc.Members(ctx, member, g.ID, 0, 10); !errors.Is(err, ErrNotFound) {
+		t.Errorf("former member lists members: %v", err)
+	}
+}
+
+func TestReadCursors(t *testing.T) {
+	f := newFixture(t, 4)
+	ctx := context.Background()
+	g, _ := f.svc.CreateGroup(ctx, f.actor(0), "读", []int64{f.ids[1], f.ids[2], f.ids[3]})
+	for i := range 5 {
+		f.send(t, 0, g.ID, fmt.Sprint("m", i))
+	}
+	if c, _ := f.svc.Get(ctx, f.actor(0), g.ID); c.Unread != 0 || c.ReadSeq != 5 {
+		t.Errorf("the sender has read their own messages: %+v", c)
+	}
+	if c, _ := f.svc.Get(ctx, f.actor(1), g.ID); c.Unread != 5 {
+		t.Errorf("unread before reading: %d", c.Unread)
+	}
+	st, err := f.svc.MarkRead(ctx, f.actor(1), g.ID, 3)
+	if err != nil || st.ReadSeq != 3 || st.Unread != 2 {
+		t.Fatalf("mark read: %+v %v", st, err)
+	}
+	if st, _ := f.svc.MarkRead(ctx, f.actor(1), g.ID, 1); st.ReadSeq != 3 {
+		t.Errorf("read mark went back: %+v", st)
+	}
+	if _, err := f.svc.MarkRead(ctx, f.actor(1), g.ID, 6); !errors.Is(err, ErrInvalidCursor) {
+		t.Errorf("read beyond the end: %v", err)
+	}
+	if _, err := f.svc.MarkRead(ctx, authz.Actor{AccountID: 999}, g.ID, 1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("read by an outsider: %v", err)
+	}
+	f.svc.MarkRead(ctx, f.actor(2), g.ID, 5)
+	reads := f.rec.ofType(event.TypeRead)
+	if len(reads) != 2 || len(reads[0].To) != 1 || reads[0].To[0] != f.ids[1] {
+		t.Errorf("read events (own devices only in a group): %+v", reads)
+	}
+	r, err := f.svc.Readers(ctx, f.actor(0), g.ID, 3)
+	if err != nil || r.ReadCount != 2 || r.UnreadCount != 1 || r.Unread[0] != f.ids[3] {
+		t.Errorf("readers of 3: %+v %v", r, err)
+	}
+	if _, err := f.svc.Readers(ctx, f.actor(1), g.ID, 3); !errors.Is(err, ErrForbidden) {
+		t.Errorf("a member asks who read someone else's message: %v", err)
+	}
+	if _, err := f.svc.Readers(ctx, f.actor(0), g.ID, 99); !errors.Is(err, ErrNotFound) {
+		t.Errorf("readers of an unknown message: %v", err)
+	}
+	d, _ := f.svc.Direct(ctx, f.actor(0), f.ids[1])
+	f.send(t, 0, d.ID, "hi")
+	f.svc.MarkRead(ctx, f.actor(1), d.ID, 1)
+	reads = f.rec.ofType(event.TypeRead)
+	if last := reads[len(reads)-1]; len(last.To) != 2 {
+		t.Errorf("direct read receipt goes to both: %+v", last)
+	}
+}
+
+func TestChangesAndSync(t *testing.T) {
+	f := newFixture(t, 3)
+	ctx := context.Background()
+	a := f.actor(0)
+	d1, _ := f.svc.Direct(ctx, a, f.ids[1])
+	d2, _ := f.svc.Direct(ctx, a, f.ids[2])
+	for i := range 7 {
+		f.send(t, 1, d1.ID, fmt.Sprint("a", i))
+	}
+	f.send(t, 2, d2.ID, "b")
+
+	res, err := f.svc.Sync(ctx, a, SyncRequest{Limit: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Conversations) != 2 || !res.More || len(res.Messages) != 6 {
+		t.Fatalf("first sync: %d conversations, %d messages, more %v", len(res.Conversations), len(res.Messages), res.More)
+	}
+	have := map[int64]int64{}
+	for _, m := range res.Messages {
+		if m.Seq != have[m.Conv]+1 {
+			t.Fatalf("sync out of order: %d after %d", m.Seq, have[m.Conv])
+		}
+		have[m.Conv] = m.Seq
+	}
+	res, err = f.svc.Sync(ctx, a, SyncRequest{Convs: have, Cursor: res.Cursor, Limit: 5})
+	if err != nil || res.More || len(res.Messages) != 2 || res.Messages[0].Seq != 6 {
+		t.Fatalf("second sync: %+v %v", res, err)
+	}
+	for _, m := range res.Messages {
+		have[m.Conv] = m.Seq
+	}
+	quiet, err := f.svc.Sync(ctx, a, SyncRequest{Convs: have, Cursor: res.Cursor})
+	if err != nil || len(quiet.Conversations) != 0 || len(quiet.Messages) != 0 {
+		t.Fatalf("nothing changed, yet: %+v %v", quiet, err)
+	}
+	f.send(t, 2, d2.ID, "c")
+	next, err := f.svc.Sync(ctx, a, SyncRequest{Convs: have, Cursor: quiet.Cursor})
+	if err != nil || len(next.Conversations) != 1 || next.Conversations[0].ID != d2.ID || len(next.Messages) != 1 || next.Messages[0].Seq != 2 {
+		t.Fatalf("after one message: %+v %v", next, err)
+	}
+	if next.Conversations[0].Unread != 2 {
+		t.Errorf("unread in sync: %d", next.Conversations[0].Unread)
+	}
+
+	// Bad input.
+	if _, err := f.svc.Sync(ctx, a, SyncRequest{Convs: map[int64]int64{d1.ID: 99}}); !errors.Is(err, ErrInvalidCursor) {
+		t.Errorf("sequence from the future: %v", err)
+	}
+	g, _ := f.svc.CreateGroup(ctx, f.actor(1), "not mine", []int64{f.ids[2]})
+	if _, err := f.svc.Sync(ctx, a, SyncRequest{Convs: map[int64]int64{g.ID: 0}}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("sync of someone else's conversation: %v", err)
+	}
+	for _, c := range []string{"garbage", cursor{since: 1 << 40}.String(), "YzE6MTox"} {
+		if _, err := f.svc.Sync(ctx, a, SyncRequest{Cursor: c}); !errors.Is(err, ErrInvalidCursor) {
+			t.Errorf("cursor %q: %v", c, err)
+		}
+	}
+	if _, err := f.svc.Sync(ctx, a, SyncRequest{Limit: MaxSyncPerConv + 1}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("limit over the maximum: %v", err)
+	}
+}
+
+func TestChangesPagesAndMembership(t *testing.T) {
+	f := newFixture(t, 2)
+	ctx := context.Background()
+	var groups []int64
+	for i := range 5 {
+		g, err := f.svc.CreateGroup(ctx, f.actor(0), fmt.Sprint("g", i), []int64{f.ids[1]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		groups = append(groups, g.ID)
+	}
+	seen := map[int64]bool{}
+	cur := ""
+	for range 10 {
+		cs, next, more, err := f.svc.Changes(ctx, f.actor(1), cur, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			seen[c.ID] = true
+		}
+		cur = next
+		if !more {
+			break
+		}
+	}
+	if len(seen) != 5 {
+		t.Errorf("paged changes saw %d of 5 groups", len(seen))
+	}
+	// Removal reaches the removed member once; later messages do not.
+	f.svc.RemoveMember(ctx, f.actor(0), groups[0], f.ids[1])
+	cs, cur2, _, _ := f.svc.Changes(ctx, f.actor(1), cur, 10)
+	if len(cs) != 1 || cs[0].LeftSeq == nil {
+		t.Fatalf("removal in changes: %+v", cs)
+	}
+	f.send(t, 0, groups[0], "after")
+	if cs, _, _, _ := f.svc.Changes(ctx, f.actor(1), cur2, 10); len(cs) != 0 {
+		t.Errorf("a former member hears of later messages: %+v", cs)
+	}
+}
+
+func TestCloseRefusesSends(t *testing.T) {
+	f := newFixture(t, 2)
+	ctx := context.Background()
+	d, _ := f.svc.Direct(ctx, f.actor(0), f.ids[1])
+	f.svc.Close(ctx)
+	f.svc.Close(ctx) // idempotent
+	if _, err := f.svc.Send(ctx, f.actor(0), SendRequest{Conv: d.ID, ClientID: "z", Text: "z"}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("send after close: %v", err)
+	}
+}
