@@ -31,7 +31,7 @@ func scanMessage(r pgx.CollectableRow) (Message, error) {
 // after joined, up to upper (their leaving, or the last message).
 type window struct {
 	joined, upper, last int64
-	active            bool
+	active              bool
 }
 
 func (s *Service) window(ctx context.Context, conv, account int64) (window, error) {

@@ -65,7 +65,7 @@ type Conversation struct {
 	ID          int64      `json:"id"`
 	Kind        string     `json:"kind"` // direct, group
 	Title       string     `json:"title"`
-	Peer        int64      `json:"peer,omitempty"` // direct: the other member, from the viewer's side
+	Peer        int64      `json:"peer,omitempty"`    // direct: the other member, from the viewer's side
 	Members     []int64    `json:"members,omitempty"` // direct: both members
 	CreatedBy   int64      `json:"created_by"`
 	CreatedAt   time.Time  `json:"created_at"`
