@@ -147,27 +147,43 @@ type pending struct {
 // The sender must be a member. Retries with the same ClientID return the
 // first result.
 func (s *Service) Send(ctx context.Context, a authz.Actor, r SendRequest) (Sent, error) {
-	if err := r.validate(); err != nil {
+	p, err := s.Enqueue(ctx, a, r)
+	if err != nil {
 		return Sent{}, err
+	}
+	return p.Wait()
+}
+
+// Pending is a send queued for commit.
+type Pending struct{ p *pending }
+
+// Enqueue validates a send and queues it, returning once its place in its
+// conversation's queue is fixed, so a connection can pipeline sends and
+// keep their order. It blocks while the queue is full (back-pressure).
+// Once queued, the send completes whatever the caller does afterwards.
+func (s *Service) Enqueue(ctx context.Context, a authz.Actor, r SendRequest) (Pending, error) {
+	if err := r.validate(); err != nil {
+		return Pending{}, err
 	}
 	p := &pending{ctx: ctx, sender: a.AccountID, req: r, digest: r.digest(), done: make(chan struct{})}
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
-		s.mu.RUnlock()
-		return Sent{}, ErrUnavailable
+		return Pending{}, ErrUnavailable
 	}
 	q := s.shards[uint64(r.Conv)%uint64(len(s.shards))]
 	select {
 	case q <- p:
-		s.mu.RUnlock()
+		return Pending{p}, nil
 	case <-ctx.Done():
-		s.mu.RUnlock()
-		return Sent{}, ctx.Err()
+		return Pending{}, ctx.Err()
 	}
-	// Once queued the send completes whatever the caller does: a caller that
-	// gives up learns the outcome by retrying with the same client id.
-	<-p.done
-	return p.res, p.err
+}
+
+// Wait returns the send's outcome once committed (or failed).
+func (p Pending) Wait() (Sent, error) {
+	<-p.p.done
+	return p.p.res, p.p.err
 }
 
 // commitLoop takes whatever is queued, up to max, and commits it in one
