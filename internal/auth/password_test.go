@@ -65,16 +65,16 @@ func TestKeyringRotation(t *testing.T) {
 		t.Fatal("rotation kept the signing key")
 	}
 	// Tokens signed before the rotation stay valid until they expire.
-	if a, s, err := rotated.verify(old, now); err != nil || a != 7 || s != 9 {
+	if a, s, _, err := rotated.verify(old, now); err != nil || a != 7 || s != 9 {
 		t.Fatalf("old token after rotation: %v", err)
 	}
-	if _, _, err := rotated.verify(old, now.Add(2*time.Minute)); err != ErrTokenExpired {
+	if _, _, _, err := rotated.verify(old, now.Add(2*time.Minute)); err != ErrTokenExpired {
 		t.Fatalf("expired old token: %v", err)
 	}
 	// After enough rotations the oldest key is dropped.
 	RotateKeyFile(dir)
 	dropped, _, _ := LoadOrCreateKeyring(dir)
-	if _, _, err := dropped.verify(old, now); err != ErrTokenInvalid {
+	if _, _, _, err := dropped.verify(old, now); err != ErrTokenInvalid {
 		t.Fatalf("token of a dropped key: %v", err)
 	}
 }
@@ -90,12 +90,12 @@ func TestTokenTampering(t *testing.T) {
 		"truncated":     tok[:len(tok)-3],
 		"empty":         "",
 	} {
-		if _, _, err := ring.verify(bad, now); err != ErrTokenInvalid {
+		if _, _, _, err := ring.verify(bad, now); err != ErrTokenInvalid {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
 	other := NewKeyring([]byte(strings.Repeat("b", 32)))
-	if _, _, err := other.verify(tok, now); err != ErrTokenInvalid {
+	if _, _, _, err := other.verify(tok, now); err != ErrTokenInvalid {
 		t.Errorf("other key: %v", err)
 	}
 }

@@ -74,6 +74,7 @@ type Principal struct {
 	AccountID int64
 	SessionID int64
 	Superuser bool
+	ExpiresAt time.Time // when the access token expires
 }
 
 // TokenPair is what a sign-in or a refresh returns.
@@ -246,7 +247,7 @@ func (s *Service) Refresh(ctx context.Context, refresh, device string) (TokenPai
 
 // Authenticate checks an access token and that its session is still open.
 func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
-	accountID, sid, err := s.keys.verify(token, s.now())
+	accountID, sid, exp, err := s.keys.verify(token, s.now())
 	if err != nil {
 		return Principal{}, err
 	}
@@ -266,7 +267,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	case disabled != nil:
 		return Principal{}, ErrAccountDisabled
 	}
-	return Principal{AccountID: accountID, SessionID: sid, Superuser: super}, nil
+	return Principal{AccountID: accountID, SessionID: sid, Superuser: super, ExpiresAt: exp}, nil
 }
 
 // Logout ends the caller's session.

@@ -31,7 +31,7 @@ func (r *Keyring) sign(accountID, sessionID int64, now time.Time, ttl time.Durat
 }
 
 // verify checks signature, issuer and expiry and returns account and session.
-func (r *Keyring) verify(token string, now time.Time) (accountID, sessionID int64, err error) {
+func (r *Keyring) verify(token string, now time.Time) (accountID, sessionID int64, expires time.Time, err error) {
 	var c accessClaims
 	_, err = jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
@@ -47,13 +47,13 @@ func (r *Keyring) verify(token string, now time.Time) (accountID, sessionID int6
 	)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return 0, 0, ErrTokenExpired
+		return 0, 0, time.Time{}, ErrTokenExpired
 	case err != nil:
-		return 0, 0, ErrTokenInvalid
+		return 0, 0, time.Time{}, ErrTokenInvalid
 	}
 	accountID, err = strconv.ParseInt(c.Subject, 10, 64)
 	if err != nil || accountID <= 0 || c.SessionID <= 0 {
-		return 0, 0, ErrTokenInvalid
+		return 0, 0, time.Time{}, ErrTokenInvalid
 	}
-	return accountID, c.SessionID, nil
+	return accountID, c.SessionID, c.ExpiresAt.Time, nil
 }
