@@ -14,11 +14,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/zhangban/zhangban/gateway"
 	"github.com/zhangban/zhangban/internal/auth"
 	"github.com/zhangban/zhangban/internal/authz"
 	"github.com/zhangban/zhangban/internal/bus"
 	"github.com/zhangban/zhangban/internal/config"
 	"github.com/zhangban/zhangban/internal/db"
+	"github.com/zhangban/zhangban/internal/event"
+	"github.com/zhangban/zhangban/messaging"
 	mobileapi "github.com/zhangban/zhangban/mobile-api"
 	"github.com/zhangban/zhangban/org"
 )
@@ -98,9 +101,19 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 	}
 	defer az.Close()
 	orgSvc := org.NewService(d.pool, az, tree, log)
+	msgSvc := messaging.New(d.pool, orgSvc, event.NewBus(b.Conn(), log), log, messaging.Options{})
+	defer func() {
+		if cerr := msgSvc.Close(context.WithoutCancel(ctx)); cerr != nil {
+			log.Warn("sends still queued at exit", "err", cerr)
+		}
+	}()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), db.NewPoolCollector(d.pool))
+	gw, err := gateway.New(ctx, gateway.Deps{Auth: authSvc, Messaging: msgSvc, Visibility: orgSvc, Pool: d.pool, NATS: b.Conn(), Log: log, Registry: reg, Node: cfg.Node})
+	if err != nil {
+		return fmt.Errorf("starting the gateway: %w", err)
+	}
 	api := mobileapi.New(mobileapi.Deps{
 		Auth: authSvc, Authz: az, Org: orgSvc, Pool: d.pool, Log: log, Registry: reg,
 		Ready: func(ctx context.Context) error {
@@ -113,6 +126,7 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 			return nil
 		},
 	})
+	api.Handle("GET /v1/ws", gw)
 	srv := &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -139,6 +153,9 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 	api.Drain()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
+	if gerr := gw.Shutdown(sctx); gerr != nil {
+		log.Warn("WebSocket connections did not all close in time", "err", gerr)
+	}
 	if serr := srv.Shutdown(sctx); serr != nil {
 		log.Warn("in-flight requests did not finish in time", "err", serr)
 		srv.Close()

@@ -9,18 +9,20 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/zhangban/zhangban/gateway"
 	"github.com/zhangban/zhangban/internal/auth"
 	"github.com/zhangban/zhangban/internal/authz"
 	"github.com/zhangban/zhangban/internal/config"
 	"github.com/zhangban/zhangban/internal/db"
 	"github.com/zhangban/zhangban/internal/pgmanaged"
+	"github.com/zhangban/zhangban/messaging"
 	mobileapi "github.com/zhangban/zhangban/mobile-api"
 	"github.com/zhangban/zhangban/org"
 )
 
 // components are every package's migrations, in dependency order.
 func components() []db.Component {
-	return []db.Component{auth.Migrations(), authz.Migrations(), org.Migrations(), mobileapi.Migrations()}
+	return []db.Component{auth.Migrations(), authz.Migrations(), org.Migrations(), messaging.Migrations(), gateway.Migrations(), mobileapi.Migrations()}
 }
 
 // database is an open pool and, when managed, the PostgreSQL behind it.

@@ -31,6 +31,7 @@ type Config struct {
 	Argon2MemoryKiB uint32        // argon2id memory
 	DBMaxConns      int32         // pool size
 	Demo            bool          // load the demo organisation into an empty database
+	Node            string        // gateway node name; empty generates host-pid-random
 }
 
 // setting binds one flag to one environment variable.
@@ -55,6 +56,7 @@ var settings = []setting{
 	{"argon2-time", "ZHANGBAN_ARGON2_TIME", "2", "argon2id passes for new password hashes", false},
 	{"argon2-memory", "ZHANGBAN_ARGON2_MEMORY_KIB", "19456", "argon2id memory in KiB for new password hashes", false},
 	{"db-max-conns", "ZHANGBAN_DB_MAX_CONNS", "20", "PostgreSQL pool size", false},
+	{"node", "ZHANGBAN_NODE", "", "name of this node in presence and logs; empty generates one", false},
 	{"demo", "ZHANGBAN_DEMO", "true", "load the demo organisation (Zhejiang, grids, demo members) into an empty database", false},
 }
 
@@ -105,6 +107,7 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, err
 		DataDir:        get("data-dir"),
 		DatabaseURL:    get("database-url"),
 		NATSURL:        get("nats-url"),
+		Node:           get("node"),
 		LogFormat:      get("log-format"),
 		BootstrapAdmin: get("bootstrap-admin"),
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,10 +21,16 @@ import (
 	"github.com/zhangban/zhangban/internal/pgmanaged"
 )
 
+// The test binary's one server, set up on first use. Package state is
+// acceptable here: a test binary is one process with one TestMain.
 var (
-	serverURL string // admin connection to the test server
-	template  string // name of the migrated template database
-	counter   atomic.Int64
+	comps      []db.Component // migrated into the template
+	setupOnce  sync.Once
+	setupErr   error
+	stopServer func()
+	serverURL  string // admin connection to the test server
+	template   string // name of the migrated template database
+	counter    atomic.Int64
 )
 
 // Main runs the tests of a package against a PostgreSQL whose template
@@ -35,16 +42,37 @@ func Main(m *testing.M, components ...db.Component) {
 }
 
 func main(m *testing.M, components []db.Component) int {
+	comps = components
+	code := m.Run()
+	if stopServer != nil {
+		stopServer()
+	}
+	return code
+}
+
+// setUp starts the test server and the template database on first use, so
+// test binaries (and fuzz workers) that need no database start none.
+func setUp() error {
+	setupOnce.Do(func() { setupErr = start() })
+	return setupErr
+}
+
+func start() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	var stops []func()
+	stopServer = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
 	serverURL = os.Getenv("TEST_DATABASE_URL")
 	if serverURL == "" {
 		dir, err := os.MkdirTemp("", "zhangban-testpg-")
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "testenv:", err)
-			return 1
+			return err
 		}
-		defer os.RemoveAll(dir)
+		stops = append(stops, func() { os.RemoveAll(dir) })
 		os.Chmod(dir, 0o755) // the unprivileged server user must reach it when tests run as root
 		inst, err := pgmanaged.Start(ctx, pgmanaged.Options{
 			Dir:    dir + "/pg",
@@ -55,19 +83,17 @@ func main(m *testing.M, components []db.Component) int {
 			},
 		})
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "testenv: starting PostgreSQL (or set TEST_DATABASE_URL):", err)
-			return 1
+			return fmt.Errorf("starting PostgreSQL (or set TEST_DATABASE_URL): %w", err)
 		}
-		defer inst.Stop(context.Background())
+		stops = append(stops, func() { inst.Stop(context.Background()) })
 		serverURL = inst.ConnString("postgres")
 	}
 	template = fmt.Sprintf("zb_tpl_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6)
-	if err := createTemplate(ctx, components); err != nil {
-		fmt.Fprintln(os.Stderr, "testenv: template database:", err)
-		return 1
+	if err := createTemplate(ctx, comps); err != nil {
+		return fmt.Errorf("template database: %w", err)
 	}
-	defer dropDatabase(context.Background(), template)
-	return m.Run()
+	stops = append(stops, func() { dropDatabase(context.Background(), template) })
+	return nil
 }
 
 func adminExec(ctx context.Context, sql string) error {
@@ -114,8 +140,11 @@ func urlFor(dbname string) string {
 // dropped when the test ends.
 func URL(t testing.TB) string {
 	t.Helper()
-	if template == "" {
+	if comps == nil {
 		t.Fatal("testenv: call testenv.Main from TestMain")
+	}
+	if err := setUp(); err != nil {
+		t.Fatalf("testenv: %v", err)
 	}
 	name := fmt.Sprintf("zb_t_%d_%d", os.Getpid(), counter.Add(1))
 	ctx := context.Background()

@@ -1,0 +1,335 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/zhangban/zhangban/internal/auth"
+	"github.com/zhangban/zhangban/internal/authz"
+)
+
+// Conn is one device's WebSocket.
+type Conn struct {
+	g    *Gateway
+	ws   *websocket.Conn
+	addr string // client address, for the audit log
+
+	// Set by authentication in the read goroutine, before the connection is
+	// attached to the hub; read-only afterwards except expires (mu).
+	account   int64
+	session   int64
+	superuser bool
+	authID    string // id of the auth frame, answered after attaching
+
+	ctx    context.Context // ends when the connection does; sends queued on it still complete
+	cancel context.CancelFunc
+
+	lastRead atomic.Int64 // unix nanoseconds of the last frame or pong received
+	lastPing atomic.Int64 // unix nanoseconds of the last ping queued
+
+	mu          sync.Mutex  // guards the fields below; a leaf lock
+	queue       []*outFrame // frames waiting for the writer, at most queueSize
+	writing     bool        // a writer goroutine is running
+	closing     bool        // close requested: nothing more is queued
+	holding     bool        // before the first sync reply: live events wait in held
+	held        []*outFrame // at most maxHeld
+	heldLost    bool        // held overflowed: the sync reply says more
+	expires     time.Time   // access token expiry
+	refreshSent bool        // a refresh event went out for the current token
+	watching    []int64     // presence watches (the hub's index mirrors it)
+
+	// Read goroutine only.
+	tokens  float64
+	tokenAt time.Time
+	refused int
+	invalid int
+
+	inflight sync.WaitGroup // sends waiting for their commit
+	pipeline atomic.Int32   // how many
+}
+
+// actor is who the connection acts for.
+func (c *Conn) actor() authz.Actor {
+	return authz.Actor{AccountID: c.account, Superuser: c.superuser, ClientAddr: c.addr}
+}
+
+// deliver queues an event frame, or holds it until the first sync reply.
+func (c *Conn) deliver(f *outFrame) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if c.holding {
+		if len(c.held) < maxHeld {
+			c.held = append(c.held, f)
+		} else {
+			c.heldLost = true
+		}
+		return
+	}
+	c.enqueueLocked(f)
+}
+
+// send queues a frame for this connection only.
+func (c *Conn) send(v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		c.g.log.Error("encoding a frame", "err", err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.enqueueLocked(&outFrame{data: data})
+}
+
+func (c *Conn) enqueueLocked(f *outFrame) {
+	if c.closing {
+		return
+	}
+	if len(c.queue) >= queueSize {
+		c.g.metrics.slow.Inc()
+		c.closeLocked(CloseSlowConsumer, "the outbound queue overflowed; reconnect and sync")
+		return
+	}
+	c.queue = append(c.queue, f)
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+}
+
+// writeLoop writes what is queued, coalescing frames into one message,
+// and exits when the queue is empty.
+func (c *Conn) writeLoop() {
+	for {
+		c.mu.Lock()
+		batch := c.queue
+		c.queue = nil
+		if len(batch) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		if err := c.write(batch); err != nil {
+			c.mu.Lock()
+			c.writing = false
+			c.mu.Unlock()
+			c.abort(err)
+			return
+		}
+	}
+}
+
+func (c *Conn) write(batch []*outFrame) error {
+	c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	var buf *bytes.Buffer
+	flush := func() error {
+		if buf == nil || buf.Len() == 0 {
+			return nil
+		}
+		err := c.ws.WriteMessage(websocket.TextMessage, buf.Bytes())
+		buf.Reset()
+		return err
+	}
+	for i, f := range batch {
+		switch {
+		case f.ping:
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := c.ws.WriteMessage(websocket.PingMessage, nil); err != nil {
+				return err
+			}
+		case f.closeMsg != nil:
+			if err := flush(); err != nil {
+				return err
+			}
+			c.ws.WriteMessage(websocket.CloseMessage, f.closeMsg)
+			c.linger()
+			return nil
+		case len(batch) == 1 && f.shared:
+			if p := f.prepared(); p != nil {
+				c.g.metrics.frames.Add(1)
+				return c.ws.WritePreparedMessage(p)
+			}
+			fallthrough
+		default:
+			if buf == nil {
+				buf = bufPool.Get().(*bytes.Buffer)
+				defer bufPool.Put(buf)
+			}
+			if buf.Len() > 0 {
+				buf.WriteByte('\n')
+			}
+			buf.Write(f.data)
+			c.g.metrics.frames.Add(1)
+			if buf.Len() > maxFrameBytes*4 && i < len(batch)-1 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// close sends a close frame after what is already queued and then ends
+// the connection. The reason is the code's name (docs/protocol.md).
+func (c *Conn) close(code int, detail string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, detail)
+}
+
+func (c *Conn) closeLocked(code int, detail string) {
+	if c.closing {
+		return
+	}
+	c.closing = true
+	c.g.log.Debug("closing a connection", "account", c.account, "code", code, "reason", closeReasons[code], "detail", detail)
+	msg := websocket.FormatCloseMessage(code, closeReasons[code])
+	if code == CloseSlowConsumer {
+		// The queue is full or the writer is stuck: drop what is queued and
+		// try to say why without waiting behind it.
+		c.queue = nil
+		go func() {
+			c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+			c.linger()
+		}()
+		return
+	}
+	c.queue = append(c.queue, &outFrame{closeMsg: msg})
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+}
+
+// linger gives the peer a moment to answer the close frame, then makes the
+// read goroutine return, which releases everything.
+func (c *Conn) linger() {
+	c.ws.SetReadDeadline(time.Now().Add(time.Second))
+}
+
+// abort ends the connection at once (a failed write).
+func (c *Conn) abort(err error) {
+	c.mu.Lock()
+	c.closing = true
+	c.queue = nil
+	c.mu.Unlock()
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.g.metrics.slow.Inc()
+	}
+	c.ws.NetConn().Close()
+}
+
+// readLoop reads frames until the connection ends.
+func (c *Conn) readLoop() error {
+	c.ws.SetPongHandler(func(string) error { c.lastRead.Store(time.Now().UnixNano()); return nil })
+	c.ws.SetPingHandler(func(data string) error {
+		c.lastRead.Store(time.Now().UnixNano())
+		c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		return nil
+	})
+	for {
+		typ, r, err := c.ws.NextReader()
+		if err != nil {
+			return err
+		}
+		c.lastRead.Store(time.Now().UnixNano())
+		if typ != websocket.TextMessage {
+			c.close(CloseProtocolViolation, "binary frames are not part of the protocol")
+			c.drainAfterClose()
+			return errors.New("binary frame")
+		}
+		buf, err := io.ReadAll(io.LimitReader(r, maxFrameBytes+1))
+		if err != nil {
+			return err
+		}
+		if len(buf) > maxFrameBytes {
+			c.close(CloseFrameTooLarge, "a frame over 64 KiB")
+			c.drainAfterClose()
+			return errors.New("frame too large")
+		}
+		if !c.allow() {
+			continue
+		}
+		c.handle(buf)
+	}
+}
+
+// drainAfterClose waits for the peer's close (or the linger deadline).
+func (c *Conn) drainAfterClose() {
+	c.ws.SetReadDeadline(time.Now().Add(time.Second))
+	for {
+		if _, _, err := c.ws.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+// allow applies the per-connection rate limit (token bucket).
+func (c *Conn) allow() bool {
+	now := time.Now()
+	if c.tokenAt.IsZero() {
+		c.tokens, c.tokenAt = rateBurst, now
+	}
+	c.tokens = min(rateBurst, c.tokens+now.Sub(c.tokenAt).Seconds()*ratePerSecond)
+	c.tokenAt = now
+	if c.tokens >= 1 {
+		c.tokens--
+		c.refused = 0
+		return true
+	}
+	c.refused++
+	c.g.metrics.refused.Inc()
+	if c.refused >= maxRefusedInRow {
+		c.close(CloseRateLimited, "sustained flooding")
+		return false
+	}
+	wait := time.Duration((1 - c.tokens) / ratePerSecond * float64(time.Second))
+	c.send(reply{Type: "reply", Error: &ReplyError{Code: ErrRateLimited, Message: "more than 50 frames a second", RetryAfterMS: wait.Milliseconds() + 1}})
+	return false
+}
+
+// authenticate checks a token and, for a live connection, that it belongs
+// to the same account.
+func (c *Conn) authenticate(token string) (auth.Principal, *ReplyError) {
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	p, err := c.g.auth.Authenticate(ctx, token)
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		return p, replyErr(ErrTokenExpired, "the access token expired: refresh it over HTTP and send auth again")
+	case errors.Is(err, auth.ErrSessionRevoked), errors.Is(err, auth.ErrAccountDisabled):
+		return p, replyErr(ErrUnauthenticated, "the session has ended: sign in again")
+	case err != nil && errors.Is(err, auth.ErrTokenInvalid):
+		return p, replyErr(ErrUnauthenticated, "the access token is not valid")
+	case err != nil:
+		return p, replyErr(ErrUnavailable, "cannot check the token now; retry")
+	}
+	return p, nil
+}
+
+// setWatching replaces the presence watch list, returning the old one.
+func (c *Conn) setWatching(accounts []int64) []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.watching
+	c.watching = accounts
+	return old
+}

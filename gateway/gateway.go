@@ -1,0 +1,408 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zhangban/zhangban/internal/auth"
+	"github.com/zhangban/zhangban/internal/authz"
+	"github.com/zhangban/zhangban/internal/db"
+	"github.com/zhangban/zhangban/internal/event"
+	"github.com/zhangban/zhangban/messaging"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations are the gateway's tables (presence).
+func Migrations() db.Component {
+	sub, _ := fs.Sub(migrations, "migrations")
+	return db.Component{Name: "gateway", FS: sub}
+}
+
+// Authenticator checks access tokens (auth.Service).
+type Authenticator interface {
+	Authenticate(ctx context.Context, token string) (auth.Principal, error)
+}
+
+// Visibility answers who may see whom (org.Service).
+type Visibility interface {
+	VisiblePeople(ctx context.Context, a authz.Actor, accounts []int64) (map[int64]bool, error)
+}
+
+// Deps are what a Gateway is built from.
+type Deps struct {
+	Auth       Authenticator
+	Messaging  *messaging.Service
+	Visibility Visibility
+	Pool       *pgxpool.Pool
+	NATS       *nats.Conn
+	Log        *slog.Logger
+	Registry   prometheus.Registerer // optional
+	Node       string                // node name; generated when empty
+	// AuthTimeout bounds the time to the first successful auth frame
+	// (default 10 s; tests shorten it).
+	AuthTimeout time.Duration
+}
+
+// Gateway is the WebSocket endpoint of one node.
+type Gateway struct {
+	auth Authenticator
+	msg  *messaging.Service
+	vis  Visibility
+	pool *pgxpool.Pool
+	nc   *nats.Conn
+	log  *slog.Logger
+	node string
+
+	authTimeout time.Duration
+
+	hub      *hub
+	presence *presence
+	metrics  *metrics
+	upgrader websocket.Upgrader
+
+	draining atomic.Bool    // no new connections or sends
+	conns    sync.WaitGroup // connection goroutines
+	sends    sync.WaitGroup // sends waiting for their commit
+	subs     []*nats.Subscription
+	stop     chan struct{} // ends the maintenance goroutine
+	done     chan struct{} // closed when it has ended
+	once     sync.Once
+}
+
+// New starts a gateway: it subscribes to the bus and registers the node for
+// presence. Shutdown stops it.
+func New(ctx context.Context, d Deps) (*Gateway, error) {
+	node := d.Node
+	if node == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 3)
+		rand.Read(b)
+		node = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+	}
+	g := &Gateway{auth: d.Auth, msg: d.Messaging, vis: d.Visibility, pool: d.Pool, nc: d.NATS, log: d.Log.With("node", node), node: node,
+		hub: newHub(), metrics: newMetrics(d.Registry), stop: make(chan struct{}), done: make(chan struct{}), authTimeout: d.AuthTimeout}
+	if g.authTimeout <= 0 {
+		g.authTimeout = authTimeout
+	}
+	g.upgrader = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 4096,
+		// Idle connections hold no write buffer: it is taken from the pool
+		// for each write.
+		WriteBufferPool:  &sync.Pool{},
+		Subprotocols:     []string{Subprotocol},
+		HandshakeTimeout: 10 * time.Second,
+	}
+	g.presence = newPresence(g)
+	if err := g.presence.register(ctx); err != nil {
+		return nil, err
+	}
+	sub, err := g.nc.Subscribe(event.Subject, g.onEvent)
+	if err != nil {
+		return nil, fmt.Errorf("subscribing to events: %w", err)
+	}
+	sub.SetPendingLimits(1<<20, 512<<20)
+	g.subs = append(g.subs, sub)
+	psub, err := g.nc.Subscribe(presenceSubject, g.presence.onEvent)
+	if err != nil {
+		return nil, fmt.Errorf("subscribing to presence: %w", err)
+	}
+	g.subs = append(g.subs, psub)
+	if err := g.nc.Flush(); err != nil {
+		return nil, err
+	}
+	go g.maintain()
+	return g, nil
+}
+
+// Node is this node's name.
+func (g *Gateway) Node() string { return g.node }
+
+func (g *Gateway) onEvent(m *nats.Msg) {
+	e, err := event.Decode(m.Data)
+	if err != nil {
+		g.log.Warn("dropping a malformed event", "err", err)
+		return
+	}
+	n := g.hub.route(&e)
+	g.metrics.events.Inc()
+	g.metrics.deliveries.Add(float64(n))
+}
+
+// ServeHTTP upgrades GET /v1/ws.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.draining.Load() {
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "this node is shutting down; connect to another")
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		httpError(w, http.StatusBadRequest, "invalid_argument", "GET /v1/ws is a WebSocket endpoint (see docs/protocol.md)")
+		return
+	}
+	if !slices.Contains(websocket.Subprotocols(r), Subprotocol) {
+		httpError(w, http.StatusBadRequest, "unsupported_protocol", "offer the WebSocket subprotocol "+Subprotocol)
+		return
+	}
+	var p *auth.Principal
+	if h := r.Header.Get("Authorization"); h != "" {
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			httpError(w, http.StatusUnauthorized, "unauthenticated", "Authorization must be \"Bearer <access token>\"")
+			return
+		}
+		pr, err := g.auth.Authenticate(r.Context(), token)
+		if err != nil {
+			code := "unauthenticated"
+			if errors.Is(err, auth.ErrTokenExpired) {
+				code = "token_expired"
+			}
+			httpError(w, http.StatusUnauthorized, code, "the access token is not valid: "+err.Error())
+			return
+		}
+		p = &pr
+	}
+	ws, err := g.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	c := &Conn{g: g, ws: ws, addr: clientAddr(r), ctx: ctx, cancel: cancel, holding: true}
+	c.lastRead.Store(time.Now().UnixNano())
+	g.conns.Add(1)
+	g.metrics.open.Inc()
+	// The HTTP handler returns at once: its goroutine and buffers go, and
+	// the connection lives on in one goroutine of its own.
+	go func() {
+		defer g.conns.Done()
+		defer g.metrics.open.Dec()
+		c.run(p)
+	}()
+}
+
+func httpError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+func clientAddr(r *http.Request) string {
+	host := r.RemoteAddr
+	if i := strings.LastIndexByte(host, ':'); i > 0 {
+		host = host[:i]
+	}
+	return strings.Trim(host, "[]")
+}
+
+// run authenticates, attaches and serves a connection until it ends.
+func (c *Conn) run(p *auth.Principal) {
+	defer c.cancel()
+	defer c.ws.NetConn().Close()
+	if p == nil {
+		var ok bool
+		if p, ok = c.awaitAuth(); !ok {
+			return
+		}
+	}
+	c.account, c.session, c.superuser = p.AccountID, p.SessionID, p.Superuser
+	c.mu.Lock()
+	c.expires = p.ExpiresAt
+	c.mu.Unlock()
+	g := c.g
+	u, first := g.hub.attach(c)
+	defer func() {
+		c.inflight.Wait()
+		if g.hub.detach(c) {
+			g.presence.offline(c.account)
+		}
+		g.hub.watch(c, nil)
+	}()
+	if first {
+		ids, err := g.msg.ConversationIDs(c.ctx, c.account)
+		if err != nil {
+			g.log.Error("loading conversations of a connecting user", "account", c.account, "err", err)
+			c.close(CloseInternal, "cannot load conversations")
+			c.readLoop()
+			return
+		}
+		g.hub.loaded(u, ids)
+		g.presence.online(c.account)
+	} else {
+		<-u.loaded
+	}
+	hello := c.hello()
+	c.send(serverEvent{Type: "hello", Data: mustJSON(hello)})
+	if c.authID != "" {
+		c.send(reply{Type: "reply", ID: c.authID, Data: hello})
+	}
+	err := c.readLoop()
+	c.g.log.Debug("connection ended", "account", c.account, "err", err)
+}
+
+func (c *Conn) hello() Hello {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Hello{AccountID: c.account, SessionID: c.session, Node: c.g.node, HeartbeatMS: pingInterval.Milliseconds(), ExpiresAt: c.expires,
+		Limits: Limits{FrameBytes: maxFrameBytes, FramesPerSecond: ratePerSecond, Burst: rateBurst, Queue: queueSize}}
+}
+
+// awaitAuth reads frames until an auth frame succeeds, for at most
+// authTimeout.
+func (c *Conn) awaitAuth() (*auth.Principal, bool) {
+	c.ws.SetReadDeadline(time.Now().Add(c.g.authTimeout))
+	for {
+		typ, buf, err := c.ws.ReadMessage()
+		if err != nil {
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseAuthTimeout, closeReasons[CloseAuthTimeout]), time.Now().Add(time.Second))
+			}
+			return nil, false
+		}
+		if typ != websocket.TextMessage || len(buf) > maxFrameBytes {
+			code := CloseProtocolViolation
+			if len(buf) > maxFrameBytes {
+				code = CloseFrameTooLarge
+			}
+			c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, closeReasons[code]), time.Now().Add(time.Second))
+			return nil, false
+		}
+		f, rerr := DecodeFrame(buf)
+		if rerr == nil && f.Type != "auth" {
+			rerr = replyErr(ErrUnauthenticated, "send an auth frame first")
+		}
+		var a authData
+		if rerr == nil {
+			rerr = decodeData(f, &a)
+		}
+		var p auth.Principal
+		if rerr == nil {
+			p, rerr = c.authenticate(a.Token)
+		}
+		if rerr != nil {
+			c.writeNow(reply{Type: "reply", ID: f.ID, Error: rerr})
+			continue
+		}
+		c.ws.SetReadDeadline(time.Time{})
+		c.authID = f.ID
+		return &p, true
+	}
+}
+
+// writeNow writes a frame directly, before the writer exists (auth phase).
+func (c *Conn) writeNow(v any) {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	c.ws.WriteMessage(websocket.TextMessage, buf)
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// maintain pings, enforces the heartbeat and token expiry, and keeps the
+// node's presence alive.
+func (g *Gateway) maintain() {
+	defer close(g.done)
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case now := <-t.C:
+			g.hub.each(func(c *Conn) { c.tick(now) })
+			g.presence.tick(now)
+		}
+	}
+}
+
+func (c *Conn) tick(now time.Time) {
+	n := now.UnixNano()
+	if time.Duration(n-c.lastRead.Load()) > silenceLimit {
+		c.close(CloseHeartbeatTimeout, "nothing received for 60 s")
+		c.linger()
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !c.expires.IsZero() && now.After(c.expires):
+		c.closeLocked(CloseTokenExpired, "the access token expired")
+		return
+	case !c.expires.IsZero() && !c.refreshSent && now.Add(refreshBefore).After(c.expires):
+		c.refreshSent = true
+		data, _ := json.Marshal(serverEvent{Type: "refresh", Data: mustJSON(map[string]time.Time{"expires_at": c.expires})})
+		c.enqueueLocked(&outFrame{data: data})
+	}
+	if time.Duration(n-c.lastPing.Load()) >= pingInterval {
+		c.lastPing.Store(n)
+		c.enqueueLocked(&outFrame{ping: true})
+	}
+}
+
+// Shutdown drains the node: no new connections or sends; sends in flight
+// complete; every client is told to reconnect elsewhere after a jittered
+// delay and closed with 4000; presence rows are removed. It is idempotent
+// and returns when every connection goroutine has ended or ctx is done.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.once.Do(func() {
+		g.draining.Store(true)
+		waitCtx(ctx, &g.sends)
+		spread := 1000 + g.metricsOpen()/10 // about 10 reconnects per ms over the others
+		g.hub.each(func(c *Conn) {
+			delay := 500 + mrand.IntN(spread)
+			c.send(serverEvent{Type: "reconnect", Data: mustJSON(map[string]int{"delay_ms": delay})})
+			c.close(CloseDraining, "the node is shutting down")
+		})
+		close(g.stop)
+		<-g.done
+		for _, s := range g.subs {
+			s.Unsubscribe()
+		}
+	})
+	err := waitCtx(ctx, &g.conns)
+	g.presence.unregister(context.WithoutCancel(ctx))
+	return err
+}
+
+func (g *Gateway) metricsOpen() int { return int(g.metrics.openCount()) }
+
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

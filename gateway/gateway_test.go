@@ -1,0 +1,273 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/zhangban/zhangban/internal/testenv"
+	"github.com/zhangban/zhangban/messaging"
+)
+
+func TestDeliveryWithoutGapOrDuplicateAtTheSeam(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	d, err := e.msg.Direct(ctx, e.actor(0), e.ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // missed while offline
+		e.msg.Send(ctx, e.actor(0), messaging.SendRequest{Conv: d.ID, ClientID: fmt.Sprint("before", i), Text: "offline"})
+	}
+	b := e.connect(1)
+	// Live messages race with the sync: none may be lost or doubled.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20 {
+			e.msg.Send(ctx, e.actor(0), messaging.SendRequest{Conv: d.ID, ClientID: fmt.Sprint("live", i), Text: "live"})
+		}
+	}()
+	sync := b.request("s1", "sync", map[string]any{})
+	<-done
+	seen := map[float64]int{}
+	data := sync["data"].(map[string]any)
+	for _, m := range data["messages"].([]any) {
+		seen[m.(map[string]any)["seq"].(float64)]++
+	}
+	for len(seen) < 23 {
+		f := b.expect("message")
+		seen[f["data"].(map[string]any)["seq"].(float64)]++
+	}
+	for seq, n := range seen {
+		if n != 1 || seq < 1 || seq > 23 {
+			t.Errorf("seq %v delivered %d times", seq, n)
+		}
+	}
+	// A send over the socket reaches the other side once.
+	a := e.connect(0)
+	a.request("s", "sync", map[string]any{"convs": map[string]int{fmt.Sprint(d.ID): 23}})
+	r := a.request("m", "send", map[string]any{"conv": d.ID, "client_id": "ws-1", "text": "你好"})
+	if r["error"] != nil || r["data"].(map[string]any)["seq"].(float64) != 24 {
+		t.Fatalf("send reply %v", r)
+	}
+	got := b.expect("message")["data"].(map[string]any)
+	if got["text"] != "你好" || got["seq"].(float64) != 24 {
+		t.Errorf("delivered %v", got)
+	}
+	again := a.request("m2", "send", map[string]any{"conv": d.ID, "client_id": "ws-1", "text": "你好"})
+	if dd := again["data"].(map[string]any); dd["seq"].(float64) != 24 || dd["duplicate"] != true {
+		t.Errorf("retried send: %v", again)
+	}
+	// The sender's own device gets it too (before or after the reply).
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if a.saw(func(f map[string]any) bool {
+			d, _ := f["data"].(map[string]any)
+			return f["type"] == "message" && d["seq"] == float64(24)
+		}) {
+			return nil
+		}
+		return fmt.Errorf("message 24 not on the sender's connection")
+	})
+}
+
+func TestAuthentication(t *testing.T) {
+	e := newEnv(t, 1)
+	// Header authentication.
+	r := e.dial(http.Header{"Authorization": {"Bearer " + e.tokens[0]}})
+	if h := r.expect("hello")["data"].(map[string]any); h["account_id"].(float64) != float64(e.ids[0]) {
+		t.Errorf("hello %v", h)
+	}
+	// Bad header: refused before the upgrade.
+	_, resp, err := websocket.Dial(context.Background(), e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
+		HTTPHeader: http.Header{"Authorization": {"Bearer forged.token.value"}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("forged header token: %v %v", err, resp)
+	}
+	// No subprotocol.
+	_, resp, err = websocket.Dial(context.Background(), e.url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("without the subprotocol: %v %v", err, resp)
+	}
+	// Frames before auth are refused; a forged token is refused.
+	r = e.dial(nil)
+	if f := r.request("1", "ping", nil); errCode(f) != ErrUnauthenticated {
+		t.Errorf("ping before auth: %v", f)
+	}
+	if f := r.request("2", "auth", map[string]any{"token": "x.y.z"}); errCode(f) != ErrUnauthenticated {
+		t.Errorf("forged token: %v", f)
+	}
+	// Nothing valid within the auth timeout: 4100.
+	if code := r.closeCode(); code != CloseAuthTimeout {
+		t.Errorf("auth timeout closed with %d", code)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	e := newEnv(t, 3)
+	ctx := context.Background()
+	d, _ := e.msg.Direct(ctx, e.actor(1), e.ids[2]) // a conversation account 0 is not in
+	a := e.connect(0)
+	cases := []struct {
+		frame string
+		code  string
+	}{
+		{`not json`, ErrInvalidFrame},
+		{`{"type":"ping","bogus":1}`, ErrInvalidFrame},
+		{`[1,2]`, ErrInvalidFrame},
+		{`{"id":"x"}`, ErrInvalidFrame},
+		{`{"id":"x","type":"teleport"}`, ErrUnknownType},
+		{`{"id":"x","type":"send","data":{"conv":"one"}}`, ErrInvalidFrame},
+		{`{"id":"x","type":"send","data":{"conv":` + fmt.Sprint(d.ID) + `,"client_id":"c","text":"hi"}}`, ErrNotFound},
+		{`{"id":"x","type":"send","data":{"conv":1,"client_id":"c","text":"` + strings.Repeat("长", 4001) + `"}}`, ErrTooLarge},
+		{`{"id":"x","type":"sync","data":{"convs":{"` + fmt.Sprint(d.ID) + `":0}}}`, ErrNotFound},
+		{`{"id":"x","type":"sync","data":{"cursor":"garbage"}}`, ErrInvalidCursor},
+		{`{"id":"x","type":"history","data":{"conv":` + fmt.Sprint(d.ID) + `}}`, ErrNotFound},
+		{`{"id":"x","type":"direct","data":{"account":999999}}`, ErrNotFound},
+		{`{"id":"x","type":"read","data":{"conv":` + fmt.Sprint(d.ID) + `,"seq":1}}`, ErrNotFound},
+		{`{"id":"x","type":"auth","data":{"token":"` + e.tokens[1] + `"}}`, ErrInvalidArgument}, // another account's token
+	}
+	for _, tc := range cases {
+		a.sendRaw(websocket.MessageText, []byte(tc.frame))
+		f := a.expect("reply")
+		if errCode(f) != tc.code {
+			t.Errorf("%.60s: got %v, want %s", tc.frame, f, tc.code)
+		}
+	}
+	// Sync with a sequence from the future.
+	own, _ := e.msg.Direct(ctx, e.actor(0), e.ids[1])
+	if f := a.request("f", "sync", map[string]any{"convs": map[string]int{fmt.Sprint(own.ID): 5}}); errCode(f) != ErrInvalidCursor {
+		t.Errorf("sequence from the future: %v", f)
+	}
+	// Nothing was written by any of it.
+	if ms, _, _ := e.msg.History(ctx, e.actor(1), d.ID, 0, 0, 10); len(ms) != 0 {
+		t.Errorf("bad frames wrote %d messages", len(ms))
+	}
+	// Binary frames end the connection with 4103.
+	a.sendRaw(websocket.MessageBinary, []byte{1, 2, 3})
+	if code := a.closeCode(); code != CloseProtocolViolation {
+		t.Errorf("binary frame closed with %d", code)
+	}
+	// Oversized frames with 4104.
+	b := e.connect(0)
+	b.sendRaw(websocket.MessageText, []byte(`{"type":"ping","data":{"x":"`+strings.Repeat("a", maxFrameBytes)+`"}}`))
+	if code := b.closeCode(); code != CloseFrameTooLarge {
+		t.Errorf("oversized frame closed with %d", code)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	e := newEnv(t, 1)
+	a := e.connect(0)
+	for i := range rateBurst + 20 {
+		a.send(map[string]any{"type": "ping", "id": fmt.Sprint(i)})
+	}
+	limited := 0
+	for range rateBurst + 20 {
+		if errCode(a.expect("reply")) == ErrRateLimited {
+			limited++
+		}
+	}
+	if limited < 10 {
+		t.Errorf("%d of %d frames rate-limited, want about 20", limited, rateBurst+20)
+	}
+	// Flooding on: closed with 4004.
+	go func() {
+		for range maxRefusedInRow * 3 {
+			a.send(map[string]any{"type": "ping"})
+		}
+	}()
+	if code := a.closeCode(); code != CloseRateLimited {
+		t.Errorf("flood closed with %d", code)
+	}
+}
+
+func TestSlowConsumerIsCutAndOthersAreNot(t *testing.T) {
+	e := newEnv(t, 3)
+	ctx := context.Background()
+	g, _ := e.msg.CreateGroup(ctx, e.actor(0), "big", []int64{e.ids[1], e.ids[2]})
+	// The slow consumer authenticates and syncs, then never reads again.
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	slow, _, err := websocket.Dial(dctx, e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + e.tokens[1]}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow()
+	slow.Write(dctx, websocket.MessageText, []byte(`{"type":"sync"}`))
+	fast := e.online(2)
+	text := strings.Repeat("慢", 4000)
+	const n = 1500
+	go func() {
+		for i := range n {
+			e.msg.Send(ctx, e.actor(0), messaging.SendRequest{Conv: g.ID, ClientID: fmt.Sprint(i), Text: text})
+		}
+	}()
+	for i := 1; i <= n; i++ {
+		f := fast.expect("message")
+		if s := f["data"].(map[string]any)["seq"].(float64); s != float64(i) {
+			t.Fatalf("fast consumer got seq %v, want %d", s, i)
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if v := counterValue(e.gw.metrics.slow); v < 1 {
+			return fmt.Errorf("no slow consumer cut")
+		}
+		if u := e.gw.hub.user(e.ids[1]); u != nil {
+			return fmt.Errorf("the slow consumer is still registered")
+		}
+		return nil
+	})
+}
+
+func TestPresence(t *testing.T) {
+	e := newEnv(t, 3)
+	e.hidden[[2]int64{e.ids[2], e.ids[0]}] = true
+	b := e.online(1)
+	f := b.request("p", "presence", map[string]any{"accounts": []int64{e.ids[0]}, "watch": true})
+	st := f["data"].(map[string]any)["presence"].([]any)
+	if len(st) != 1 || st[0].(map[string]any)["online"] != false {
+		t.Fatalf("before: %v", f)
+	}
+	a := e.online(0)
+	ev := b.expect("presence")["data"].(map[string]any)
+	if ev["account"].(float64) != float64(e.ids[0]) || ev["online"] != true {
+		t.Errorf("online event %v", ev)
+	}
+	a.c.Close(websocket.StatusNormalClosure, "bye")
+	ev = b.expect("presence")["data"].(map[string]any)
+	if ev["online"] != false || ev["last_seen"] == nil {
+		t.Errorf("offline event %v", ev)
+	}
+	// Someone who may not see account 0 learns nothing about it.
+	c := e.online(2)
+	f = c.request("p", "presence", map[string]any{"accounts": []int64{e.ids[0], e.ids[1]}})
+	if st := f["data"].(map[string]any)["presence"].([]any); len(st) != 1 || st[0].(map[string]any)["account"].(float64) != float64(e.ids[1]) {
+		t.Errorf("hidden account in presence: %v", f)
+	}
+}
+
+func TestDrain(t *testing.T) {
+	e := newEnv(t, 2)
+	a := e.online(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go e.gw.Shutdown(ctx)
+	f := a.expect("reconnect")
+	if d := f["data"].(map[string]any)["delay_ms"].(float64); d < 500 {
+		t.Errorf("reconnect delay %v", d)
+	}
+	if code := a.closeCode(); code != CloseDraining {
+		t.Errorf("drain closed with %d", code)
+	}
+	_, resp, err := websocket.Dial(context.Background(), e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("connecting to a draining node: %v %v", err, resp)
+	}
+}

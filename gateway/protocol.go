@@ -1,0 +1,177 @@
+package gateway
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Subprotocol is the WebSocket subprotocol of this version of the protocol.
+const Subprotocol = "zhangban.v1"
+
+// Limits of docs/protocol.md.
+const (
+	maxFrameBytes   = 64 << 10
+	maxIDBytes      = 64
+	queueSize       = 256
+	writeTimeout    = 10 * time.Second
+	pingInterval    = 25 * time.Second
+	silenceLimit    = 60 * time.Second
+	authTimeout     = 10 * time.Second
+	refreshBefore   = 60 * time.Second
+	ratePerSecond   = 50
+	rateBurst       = 100
+	maxRefusedInRow = 200
+	maxInflight     = 64   // pipelined sends per connection
+	maxHeld         = 2048 // live events held back while the first sync is answered
+	maxPresence     = 200
+)
+
+// Close codes (docs/protocol.md): 4000-4099 transient, reconnect with
+// back-off and sync; 4100-4199 the client must change something first.
+const (
+	CloseDraining          = 4000
+	CloseSlowConsumer      = 4001
+	CloseHeartbeatTimeout  = 4002
+	CloseInternal          = 4003
+	CloseRateLimited       = 4004
+	CloseAuthTimeout       = 4100
+	CloseTokenExpired      = 4101
+	CloseSessionRevoked    = 4102
+	CloseProtocolViolation = 4103
+	CloseFrameTooLarge     = 4104
+)
+
+// closeReasons are the names sent with each close code.
+var closeReasons = map[int]string{
+	CloseDraining:          "draining",
+	CloseSlowConsumer:      "slow_consumer",
+	CloseHeartbeatTimeout:  "heartbeat_timeout",
+	CloseInternal:          "internal",
+	CloseRateLimited:       "rate_limited",
+	CloseAuthTimeout:       "auth_timeout",
+	CloseTokenExpired:      "token_expired",
+	CloseSessionRevoked:    "session_revoked",
+	CloseProtocolViolation: "protocol_violation",
+	CloseFrameTooLarge:     "frame_too_large",
+}
+
+// Error codes of replies.
+const (
+	ErrInvalidFrame    = "invalid_frame"
+	ErrUnknownType     = "unknown_type"
+	ErrInvalidArgument = "invalid_argument"
+	ErrInvalidCursor   = "invalid_cursor"
+	ErrUnauthenticated = "unauthenticated"
+	ErrTokenExpired    = "token_expired"
+	ErrNotFound        = "not_found"
+	ErrForbidden       = "forbidden"
+	ErrConflict        = "conflict"
+	ErrRateLimited     = "rate_limited"
+	ErrTooLarge        = "too_large"
+	ErrUnavailable     = "unavailable"
+	ErrInternal        = "internal"
+)
+
+// Frame is a client frame.
+type Frame struct {
+	ID   string          `json:"id,omitempty"`
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// ReplyError is the error of a reply.
+type ReplyError struct {
+	Code         string `json:"code"`
+	Message      string `json:"message"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
+}
+
+func (e *ReplyError) Error() string { return e.Code + ": " + e.Message }
+
+func replyErr(code, msg string) *ReplyError { return &ReplyError{Code: code, Message: msg} }
+
+// reply is a server reply.
+type reply struct {
+	Type  string      `json:"type"` // always "reply"
+	ID    string      `json:"id"`
+	Data  any         `json:"data,omitempty"`
+	Error *ReplyError `json:"error,omitempty"`
+}
+
+// serverEvent is an event frame whose data is already encoded.
+type serverEvent struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+}
+
+// Hello is sent after authentication.
+type Hello struct {
+	AccountID   int64     `json:"account_id"`
+	SessionID   int64     `json:"session_id"`
+	Node        string    `json:"node"`
+	HeartbeatMS int64     `json:"heartbeat_ms"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	Limits      Limits    `json:"limits"`
+}
+
+// Limits tells clients the protocol limits.
+type Limits struct {
+	FrameBytes      int `json:"frame_bytes"`
+	FramesPerSecond int `json:"frames_per_second"`
+	Burst           int `json:"burst"`
+	Queue           int `json:"queue"`
+}
+
+// Request data of the operations.
+type (
+	authData struct {
+		Token string `json:"token"`
+	}
+	convSeq struct {
+		Conv int64 `json:"conv"`
+		Seq  int64 `json:"seq"`
+	}
+	historyData struct {
+		Conv   int64 `json:"conv"`
+		After  int64 `json:"after,omitempty"`
+		Before int64 `json:"before,omitempty"`
+		Limit  int   `json:"limit,omitempty"`
+	}
+	directData struct {
+		Account int64 `json:"account"`
+	}
+	presenceData struct {
+		Accounts []int64 `json:"accounts"`
+		Watch    bool    `json:"watch,omitempty"`
+	}
+)
+
+// DecodeFrame parses one client frame strictly: one JSON object, known
+// fields only, a type, an id of at most 64 bytes. It is the decoder fuzzed
+// by FuzzDecodeFrame.
+func DecodeFrame(buf []byte) (Frame, *ReplyError) {
+	var f Frame
+	if err := strictUnmarshal(buf, &f); err != nil {
+		return Frame{}, replyErr(ErrInvalidFrame, "a frame is one JSON object {\"id\",\"type\",\"data\"}: "+err.Error())
+	}
+	if f.Type == "" {
+		return f, replyErr(ErrInvalidFrame, "the frame has no type")
+	}
+	if len(f.ID) > maxIDBytes {
+		f.ID = ""
+		return f, replyErr(ErrInvalidFrame, "id is longer than 64 bytes")
+	}
+	return f, nil
+}
+
+// decodeData parses a frame's data strictly into v.
+func decodeData(f Frame, v any) *ReplyError {
+	data := f.Data
+	if len(data) == 0 || string(data) == "null" {
+		data = []byte("{}")
+	}
+	if err := strictUnmarshal(data, v); err != nil {
+		return replyErr(ErrInvalidFrame, f.Type+": "+err.Error())
+	}
+	return nil
+}
