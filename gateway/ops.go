@@ -233,11 +233,18 @@ func (c *Conn) history(f Frame) (any, *ReplyError) {
 		return nil, rerr
 	}
 	return c.call(func(ctx context.Context) (any, error) {
-		before := h.Before
-		if before == 0 && h.After == 0 {
+		var after, before int64
+		switch {
+		case h.After != nil && h.Before != nil:
+			return nil, &messaging.InvalidError{Field: "after", Problem: "give after or before, not both"}
+		case h.After != nil:
+			after = *h.After
+		case h.Before != nil:
+			before = *h.Before
+		default:
 			before = messaging.Latest
 		}
-		ms, more, err := c.g.msg.History(ctx, c.actor(), h.Conv, h.After, before, h.Limit)
+		ms, more, err := c.g.msg.History(ctx, c.actor(), h.Conv, after, before, h.Limit)
 		if ms == nil {
 			ms = []messaging.Message{}
 		}

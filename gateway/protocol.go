@@ -132,10 +132,10 @@ type (
 		Seq  int64 `json:"seq"`
 	}
 	historyData struct {
-		Conv   int64 `json:"conv"`
-		After  int64 `json:"after,omitempty"`
-		Before int64 `json:"before,omitempty"`
-		Limit  int   `json:"limit,omitempty"`
+		Conv   int64  `json:"conv"`
+		After  *int64 `json:"after,omitempty"`  // forwards from here (0: the beginning)
+		Before *int64 `json:"before,omitempty"` // backwards from here; neither: the newest
+		Limit  int    `json:"limit,omitempty"`
 	}
 	directData struct {
 		Account int64 `json:"account"`

@@ -158,8 +158,8 @@ func (s *Service) Direct(ctx context.Context, a authz.Actor, other int64) (Conve
 func cleanTitle(t string) (string, error) {
 	t = strings.TrimSpace(t)
 	switch {
-	case !utf8.ValidString(t):
-		return "", invalid("title", "is not valid UTF-8")
+	case !utf8.ValidString(t) || strings.ContainsRune(t, 0):
+		return "", invalid("title", "is not valid UTF-8 text (NUL characters are not allowed)")
 	case t == "":
 		return "", invalid("title", "must not be empty")
 	case utf8.RuneCountInString(t) > MaxTitleRunes:

@@ -21,8 +21,9 @@ var (
 	ErrTooLarge = errors.New("too large")
 	// ErrInvalidCursor: a sync cursor or sequence this server never gave out.
 	ErrInvalidCursor = errors.New("invalid cursor")
-	// ErrUnavailable: the service is shutting down.
-	ErrUnavailable = errors.New("messaging is shutting down")
+	// ErrUnavailable: the service is shutting down, or a transient race
+	// that a retry resolves.
+	ErrUnavailable = errors.New("messaging is unavailable; retry")
 )
 
 // InvalidError names the field that is wrong.

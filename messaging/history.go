@@ -125,7 +125,8 @@ func (s *Service) MarkRead(ctx context.Context, a authz.Actor, conv, seq int64) 
 	var moved bool
 	err := s.pool.QueryRow(ctx, `WITH c AS (SELECT id, last_seq, kind, direct_a, direct_b FROM msg_conversations WHERE id = $1),
 		old AS (SELECT read_seq FROM msg_members WHERE conversation_id = $1 AND account_id = $2 AND left_seq IS NULL),
-		upd AS (UPDATE msg_members m SET read_seq = GREATEST(m.read_seq, $3)
+		upd AS (UPDATE msg_members m SET read_seq = GREATEST(m.read_seq, $3),
+			changed_xid = CASE WHEN $3 > m.read_seq THEN pg_current_xact_id() ELSE m.changed_xid END
 			FROM c WHERE m.conversation_id = c.id AND m.account_id = $2 AND m.left_seq IS NULL AND $3 <= c.last_seq
 			RETURNING m.read_seq, m.joined_seq)
 		SELECT c.last_seq, coalesce(upd.read_seq, old.read_seq), coalesce(upd.joined_seq, 0),

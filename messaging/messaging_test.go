@@ -181,6 +181,8 @@ func TestSendIdempotentAndValidated(t *testing.T) {
 		{"mention of a non-member", SendRequest{Conv: c.ID, ClientID: "x10", Text: "hi", Mentions: []int64{f.ids[2]}}, ErrInvalid},
 		{"mention twice", SendRequest{Conv: c.ID, ClientID: "x11", Text: "hi", Mentions: []int64{f.ids[1], f.ids[1]}}, ErrInvalid},
 		{"invalid UTF-8", SendRequest{Conv: c.ID, ClientID: "x12", Text: "\xff"}, ErrInvalid},
+		{"NUL in text", SendRequest{Conv: c.ID, ClientID: "x13", Text: "a\x00b"}, ErrInvalid},
+		{"NUL in payload", SendRequest{Conv: c.ID, ClientID: "x14", Kind: "file", Payload: json.RawMessage(`{"a":["x\u0000"]}`)}, ErrInvalid},
 	}
 	for _, tc := range bad {
 		who := a
@@ -390,9 +392,13 @@ func TestReadCursors(t *testing.T) {
 	if c, _ := f.svc.Get(ctx, f.actor(1), g.ID); c.Unread != 5 {
 		t.Errorf("unread before reading: %d", c.Unread)
 	}
+	_, cur, _, _ := f.svc.Changes(ctx, f.actor(1), "", 100)
 	st, err := f.svc.MarkRead(ctx, f.actor(1), g.ID, 3)
 	if err != nil || st.ReadSeq != 3 || st.Unread != 2 {
 		t.Fatalf("mark read: %+v %v", st, err)
+	}
+	if cs, _, _, _ := f.svc.Changes(ctx, f.actor(1), cur, 100); len(cs) != 1 || cs[0].ReadSeq != 3 || cs[0].Unread != 2 {
+		t.Errorf("a read mark reaches the user's other devices through changes: %+v", cs)
 	}
 	if st, _ := f.svc.MarkRead(ctx, f.actor(1), g.ID, 1); st.ReadSeq != 3 {
 		t.Errorf("read mark went back: %+v", st)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -64,8 +65,8 @@ func (r *SendRequest) validate() error {
 	if reservedKinds[r.Kind] {
 		return invalid("kind", "%q is reserved for the server", r.Kind)
 	}
-	if !utf8.ValidString(r.Text) {
-		return invalid("text", "is not valid UTF-8")
+	if !utf8.ValidString(r.Text) || strings.ContainsRune(r.Text, 0) {
+		return invalid("text", "is not valid UTF-8 text (NUL characters are not allowed)")
 	}
 	if n := utf8.RuneCountInString(r.Text); n > MaxTextRunes {
 		return tooLarge("text has %d characters; at most %d", n, MaxTextRunes)
@@ -74,9 +75,12 @@ func (r *SendRequest) validate() error {
 		if len(r.Payload) > MaxPayloadBytes {
 			return tooLarge("payload has %d bytes; at most %d", len(r.Payload), MaxPayloadBytes)
 		}
-		var obj map[string]json.RawMessage
+		var obj map[string]any
 		if err := json.Unmarshal(r.Payload, &obj); err != nil {
 			return invalid("payload", "must be a JSON object")
+		}
+		if hasNUL(obj) {
+			return invalid("payload", "strings must not contain NUL characters")
 		}
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, r.Payload); err != nil {
@@ -131,6 +135,28 @@ func (r *SendRequest) digest() []byte {
 	return h.Sum(nil)
 }
 
+// hasNUL reports whether any string in a decoded JSON value holds a NUL,
+// which PostgreSQL cannot store.
+func hasNUL(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.ContainsRune(v, 0)
+	case map[string]any:
+		for k, x := range v {
+			if strings.ContainsRune(k, 0) || hasNUL(x) {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if hasNUL(x) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // pending is a send waiting for its committer.
 type pending struct {
 	ctx    context.Context
@@ -160,7 +186,8 @@ type Pending struct{ p *pending }
 // Enqueue validates a send and queues it, returning once its place in its
 // conversation's queue is fixed, so a connection can pipeline sends and
 // keep their order. It blocks while the queue is full (back-pressure).
-// Once queued, the send completes whatever the caller does afterwards.
+// Once queued, the send is committed unless ctx ends before its committer
+// takes it (then nothing is written and Wait returns ctx's error).
 func (s *Service) Enqueue(ctx context.Context, a authz.Actor, r SendRequest) (Pending, error) {
 	if err := r.validate(); err != nil {
 		return Pending{}, err
@@ -250,7 +277,7 @@ func (s *Service) commitBatch(batch []*pending) {
 
 func (s *Service) storeError(err error) error {
 	if db.SQLState(err) == "23505" { // a concurrent send with this client id won
-		return fmt.Errorf("%w (a concurrent send with the same client_id; retry to get its result)", ErrUnavailable)
+		return fmt.Errorf("%w: a concurrent send with the same client_id won; retry to get its result", ErrUnavailable)
 	}
 	return err
 }

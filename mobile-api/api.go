@@ -18,6 +18,7 @@ import (
 	"github.com/zhangban/zhangban/internal/auth"
 	"github.com/zhangban/zhangban/internal/authz"
 	"github.com/zhangban/zhangban/internal/db"
+	"github.com/zhangban/zhangban/messaging"
 	"github.com/zhangban/zhangban/org"
 )
 
@@ -38,13 +39,14 @@ func OpenAPI() []byte { return openAPIDoc }
 
 // Deps are what the API is built from.
 type Deps struct {
-	Auth     *auth.Service
-	Authz    *authz.Authorizer
-	Org      *org.Service
-	Pool     *pgxpool.Pool
-	Ready    func(ctx context.Context) error // database and bus reachable
-	Log      *slog.Logger
-	Registry *prometheus.Registry // metrics are registered here and served at /metrics
+	Auth      *auth.Service
+	Authz     *authz.Authorizer
+	Org       *org.Service
+	Messaging *messaging.Service
+	Pool      *pgxpool.Pool
+	Ready     func(ctx context.Context) error // database and bus reachable
+	Log       *slog.Logger
+	Registry  *prometheus.Registry // metrics are registered here and served at /metrics
 }
 
 // API is the HTTP handler tree.
@@ -52,6 +54,7 @@ type API struct {
 	auth     *auth.Service
 	authz    *authz.Authorizer
 	org      *org.Service
+	msg      *messaging.Service
 	pool     *pgxpool.Pool
 	ready    func(ctx context.Context) error
 	log      *slog.Logger
@@ -63,7 +66,7 @@ type API struct {
 
 // New builds the API and its routes.
 func New(d Deps) *API {
-	a := &API{auth: d.Auth, authz: d.Authz, org: d.Org, pool: d.Pool, ready: d.Ready, log: d.Log, registry: d.Registry,
+	a := &API{auth: d.Auth, authz: d.Authz, org: d.Org, msg: d.Messaging, pool: d.Pool, ready: d.Ready, log: d.Log, registry: d.Registry,
 		metrics: newHTTPMetrics(d.Registry), mux: http.NewServeMux()}
 	a.routes()
 	return a
@@ -96,6 +99,7 @@ func (a *API) routes() {
 	m.HandleFunc("GET /v1/accounts/{id}/sessions", a.authed(a.listSessions))
 	m.HandleFunc("DELETE /v1/accounts/{id}/sessions/{sid}", a.authed(a.revokeSession))
 	a.orgRoutes()
+	a.messagingRoutes()
 }
 
 // Handler is the whole HTTP surface with its middleware.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/zhangban/zhangban/internal/auth"
 	"github.com/zhangban/zhangban/internal/authz"
+	"github.com/zhangban/zhangban/messaging"
 	"github.com/zhangban/zhangban/org"
 )
 
@@ -24,6 +25,7 @@ type Code string
 const (
 	CodeInvalidArgument      Code = "invalid_argument"       // 400: a field is missing, of the wrong type or out of range
 	CodeMalformedJSON        Code = "malformed_json"         // 400: the body is not one JSON object
+	CodeInvalidCursor        Code = "invalid_cursor"         // 400: a sync cursor or message sequence this server never gave out (from the future): resync from 0
 	CodeUnauthenticated      Code = "unauthenticated"        // 401: no token, or a forged, revoked or unknown one: sign in
 	CodeTokenExpired         Code = "token_expired"          // 401: the access token expired: refresh it
 	CodeInvalidCredentials   Code = "invalid_credentials"    // 401: login or password wrong (never says which)
@@ -33,6 +35,7 @@ const (
 	CodeMethodNotAllowed     Code = "method_not_allowed"     // 405: the route exists with other methods (see Allow)
 	CodeAlreadyExists        Code = "already_exists"         // 409: a unique attribute is taken
 	CodeFailedPrecondition   Code = "failed_precondition"    // 409: the current state does not allow it (level, cycle, dissolved, blockers in details)
+	CodeConflict             Code = "conflict"               // 409: a message's client_id was already used for a different message
 	CodeRequestInProgress    Code = "request_in_progress"    // 409: a request with this Idempotency-Key is still running
 	CodePayloadTooLarge      Code = "payload_too_large"      // 413: the body exceeds the route's limit
 	CodeUnsupportedMediaType Code = "unsupported_media_type" // 415: the body is not application/json
@@ -45,6 +48,7 @@ const (
 var codeStatus = map[Code]int{
 	CodeInvalidArgument:      http.StatusBadRequest,
 	CodeMalformedJSON:        http.StatusBadRequest,
+	CodeInvalidCursor:        http.StatusBadRequest,
 	CodeUnauthenticated:      http.StatusUnauthorized,
 	CodeTokenExpired:         http.StatusUnauthorized,
 	CodeInvalidCredentials:   http.StatusUnauthorized,
@@ -54,6 +58,7 @@ var codeStatus = map[Code]int{
 	CodeMethodNotAllowed:     http.StatusMethodNotAllowed,
 	CodeAlreadyExists:        http.StatusConflict,
 	CodeFailedPrecondition:   http.StatusConflict,
+	CodeConflict:             http.StatusConflict,
 	CodeRequestInProgress:    http.StatusConflict,
 	CodePayloadTooLarge:      http.StatusRequestEntityTooLarge,
 	CodeUnsupportedMediaType: http.StatusUnsupportedMediaType,
@@ -96,6 +101,7 @@ func toAPIError(err error) *Error {
 		thr  *auth.ThrottledError
 		inv  *auth.InvalidAccountError
 		oinv *org.InvalidError
+		minv *messaging.InvalidError
 		blk  *org.BlockedError
 		maxb *http.MaxBytesError
 	)
@@ -108,10 +114,28 @@ func toAPIError(err error) *Error {
 		return invalidField(inv.Field, inv.Problem)
 	case errors.As(err, &oinv):
 		return invalidField(oinv.Field, oinv.Problem)
+	case errors.As(err, &minv):
+		return invalidField(minv.Field, minv.Problem)
 	case errors.As(err, &blk):
 		return &Error{Code: CodeFailedPrecondition, Message: blk.Error(), Details: map[string]any{"blockers": blk.Blockers}}
 	case errors.Is(err, org.ErrNotFound), errors.Is(err, authz.ErrUnknownUnit), errors.Is(err, authz.ErrGrantNotFound):
 		return apiErr(CodeNotFound, "not found")
+	// Messaging: a conversation, message or account the caller is not in or
+	// may not see is "not found", exactly like one that does not exist.
+	// ErrForbidden means what permission_denied already means; the gateway's
+	// too_large is payload_too_large here, as for any other oversized body.
+	case errors.Is(err, messaging.ErrNotFound):
+		return apiErr(CodeNotFound, "not found")
+	case errors.Is(err, messaging.ErrForbidden):
+		return apiErr(CodePermissionDenied, "%s", err.Error())
+	case errors.Is(err, messaging.ErrConflict):
+		return apiErr(CodeConflict, "%s", err.Error())
+	case errors.Is(err, messaging.ErrTooLarge):
+		return apiErr(CodePayloadTooLarge, "%s", err.Error())
+	case errors.Is(err, messaging.ErrInvalidCursor):
+		return apiErr(CodeInvalidCursor, "%s", err.Error())
+	case errors.Is(err, messaging.ErrUnavailable):
+		return apiErr(CodeUnavailable, "%s", err.Error())
 	case errors.Is(err, org.ErrLevelMismatch), errors.Is(err, org.ErrCycle), errors.Is(err, org.ErrDissolved):
 		return apiErr(CodeFailedPrecondition, "%s", err.Error())
 	case errors.Is(err, org.ErrDuplicateCode), errors.Is(err, org.ErrConflict):

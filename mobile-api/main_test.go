@@ -15,12 +15,14 @@ import (
 
 	"github.com/zhangban/zhangban/internal/auth"
 	"github.com/zhangban/zhangban/internal/authz"
+	"github.com/zhangban/zhangban/internal/event"
 	"github.com/zhangban/zhangban/internal/testenv"
+	"github.com/zhangban/zhangban/messaging"
 	"github.com/zhangban/zhangban/org"
 )
 
 func TestMain(m *testing.M) {
-	testenv.Main(m, auth.Migrations(), authz.Migrations(), org.Migrations(), Migrations())
+	testenv.Main(m, auth.Migrations(), authz.Migrations(), org.Migrations(), messaging.Migrations(), Migrations())
 }
 
 // testServer is the whole API over a fresh database.
@@ -63,7 +65,15 @@ func newTestServer(t *testing.T) *testServer {
 	}
 	t.Cleanup(az.Close)
 	orgSvc := org.NewService(pool, az, tree, log)
-	api := New(Deps{Auth: svc, Authz: az, Org: orgSvc, Pool: pool, Log: log, Registry: prometheus.NewRegistry(),
+	msgSvc := messaging.New(pool, orgSvc, event.Discard{}, log, messaging.Options{})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := msgSvc.Close(ctx); err != nil {
+			t.Errorf("closing messaging: %v", err)
+		}
+	})
+	api := New(Deps{Auth: svc, Authz: az, Org: orgSvc, Messaging: msgSvc, Pool: pool, Log: log, Registry: prometheus.NewRegistry(),
 		Ready: func(ctx context.Context) error { return pool.Ping(ctx) }})
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)

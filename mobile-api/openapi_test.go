@@ -910,6 +910,7 @@ func TestConformance(t *testing.T) {
 	})
 
 	t.Run("org", func(t *testing.T) { orgConformance(t, c, world) })
+	t.Run("messaging", func(t *testing.T) { messagingConformance(t, c, world) }) // in messaging_test.go
 
 	t.Run("draining", func(t *testing.T) {
 		ts.api.Drain()

@@ -115,7 +115,7 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 		return fmt.Errorf("starting the gateway: %w", err)
 	}
 	api := mobileapi.New(mobileapi.Deps{
-		Auth: authSvc, Authz: az, Org: orgSvc, Pool: d.pool, Log: log, Registry: reg,
+		Auth: authSvc, Authz: az, Org: orgSvc, Messaging: msgSvc, Pool: d.pool, Log: log, Registry: reg,
 		Ready: func(ctx context.Context) error {
 			if err := d.pool.Ping(ctx); err != nil {
 				return fmt.Errorf("database: %w", err)
