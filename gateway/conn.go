@@ -265,9 +265,6 @@ func (c *Conn) readLoop() error {
 			c.drainAfterClose()
 			return errors.New("frame too large")
 		}
-		if !c.allow() {
-			continue
-		}
 		c.handle(buf)
 	}
 }
@@ -282,8 +279,9 @@ func (c *Conn) drainAfterClose() {
 	}
 }
 
-// allow applies the per-connection rate limit (token bucket).
-func (c *Conn) allow() bool {
+// allow applies the per-connection rate limit (token bucket); a refused
+// frame is answered with rate_limited under its id.
+func (c *Conn) allow(id string) bool {
 	now := time.Now()
 	if c.tokenAt.IsZero() {
 		c.tokens, c.tokenAt = rateBurst, now
@@ -302,7 +300,7 @@ func (c *Conn) allow() bool {
 		return false
 	}
 	wait := time.Duration((1 - c.tokens) / ratePerSecond * float64(time.Second))
-	c.send(reply{Type: "reply", Error: &ReplyError{Code: ErrRateLimited, Message: "more than 50 frames a second", RetryAfterMS: wait.Milliseconds() + 1}})
+	c.send(reply{Type: "reply", ID: id, Error: &ReplyError{Code: ErrRateLimited, Message: "more than 50 frames a second", RetryAfterMS: wait.Milliseconds() + 1}})
 	return false
 }
 

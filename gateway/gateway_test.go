@@ -178,8 +178,14 @@ func TestRateLimit(t *testing.T) {
 	}
 	// Flooding on: closed with 4004.
 	go func() {
-		for range maxRefusedInRow * 3 {
-			a.send(map[string]any{"type": "ping"})
+		frame := []byte(`{"type":"ping"}`)
+		for {
+			select {
+			case <-a.done:
+				return
+			default:
+				a.sendRaw(websocket.MessageText, frame)
+			}
 		}
 	}()
 	if code := a.closeCode(); code != CloseRateLimited {

@@ -12,6 +12,9 @@ import (
 // handle runs one client frame.
 func (c *Conn) handle(buf []byte) {
 	f, rerr := DecodeFrame(buf)
+	if !c.allow(f.ID) {
+		return
+	}
 	if rerr != nil {
 		c.invalid++
 		c.g.metrics.invalid.Inc()

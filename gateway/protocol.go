@@ -34,7 +34,7 @@ const (
 	CloseHeartbeatTimeout  = 4002
 	CloseInternal          = 4003
 	CloseRateLimited       = 4004
-	CloseAuthTimeout       = 4100
+	CloseAuthTimeout       = 4005
 	CloseTokenExpired      = 4101
 	CloseSessionRevoked    = 4102
 	CloseProtocolViolation = 4103

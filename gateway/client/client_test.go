@@ -512,7 +512,7 @@ func TestTokenExpiredCloseRefreshes(t *testing.T) {
 }
 
 func TestCloseCodesThatStop(t *testing.T) {
-	for _, code := range []int{CloseAuthTimeout, CloseSessionRevoked, CloseProtocolViolation, CloseFrameTooLarge} {
+	for _, code := range []int{CloseSessionRevoked, CloseProtocolViolation, CloseFrameTooLarge} {
 		t.Run(websocket.StatusCode(code).String(), func(t *testing.T) {
 			s := newFakeServer(t)
 			s.onHello = func(fc *fakeConn) { go fc.close(code) }

@@ -23,7 +23,7 @@ const (
 	CloseHeartbeatTimeout  = 4002
 	CloseInternal          = 4003
 	CloseRateLimited       = 4004 // back off at least 5 s
-	CloseAuthTimeout       = 4100
+	CloseAuthTimeout       = 4005
 	CloseTokenExpired      = 4101 // refresh the token and reconnect
 	CloseSessionRevoked    = 4102
 	CloseProtocolViolation = 4103
