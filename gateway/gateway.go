@@ -63,6 +63,9 @@ type Deps struct {
 	// AuthTimeout bounds the time to the first successful auth frame
 	// (default 10 s; tests shorten it).
 	AuthTimeout time.Duration
+	// Tick is how often connections are checked for heartbeats and token
+	// expiry and the node heart-beats (default 5 s; tests shorten it).
+	Tick time.Duration
 }
 
 // Gateway is the WebSocket endpoint of one node.
@@ -76,6 +79,7 @@ type Gateway struct {
 	node string
 
 	authTimeout time.Duration
+	tick        time.Duration
 
 	hub      *hub
 	presence *presence
@@ -105,6 +109,10 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 		hub: newHub(), metrics: newMetrics(d.Registry), stop: make(chan struct{}), done: make(chan struct{}), authTimeout: d.AuthTimeout}
 	if g.authTimeout <= 0 {
 		g.authTimeout = authTimeout
+	}
+	g.tick = d.Tick
+	if g.tick <= 0 {
+		g.tick = 5 * time.Second
 	}
 	g.upgrader = websocket.Upgrader{
 		ReadBufferSize:  1024,
@@ -332,7 +340,7 @@ func mustJSON(v any) json.RawMessage {
 // node's presence alive.
 func (g *Gateway) maintain() {
 	defer close(g.done)
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(g.tick)
 	defer t.Stop()
 	for {
 		select {

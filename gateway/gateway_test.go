@@ -277,3 +277,51 @@ func TestDrain(t *testing.T) {
 		t.Errorf("connecting to a draining node: %v %v", err, resp)
 	}
 }
+
+func TestTokenExpiry(t *testing.T) {
+	// Tokens live 62 s: the refresh event (60 s before expiry) comes at
+	// once; a refreshed token keeps the socket; without one it closes 4101.
+	e := newEnvTTL(t, 1, 62*time.Second)
+	a := e.online(0)
+	ev := a.expect("refresh")["data"].(map[string]any)
+	if ev["expires_at"] == nil {
+		t.Fatalf("refresh event %v", ev)
+	}
+	if f := a.request("r", "auth", map[string]any{"token": e.tokens[0]}); f["error"] != nil {
+		t.Fatalf("re-auth: %v", f)
+	}
+	// Let the connection's token expire: move its expiry into the past.
+	c := e.gw.hub.user(e.ids[0])
+	c.mu.Lock()
+	conn := c.conns[0]
+	c.mu.Unlock()
+	conn.mu.Lock()
+	conn.expires = time.Now().Add(-time.Second)
+	conn.mu.Unlock()
+	if code := a.closeCode(); code != CloseTokenExpired {
+		t.Errorf("expired token closed with %d", code)
+	}
+}
+
+func TestPresenceExpiresWithDeadNode(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	// Another node that stopped heart-beating 20 s ago, with account 1 on it.
+	if _, err := e.gw.pool.Exec(ctx, `INSERT INTO gw_nodes (id, heartbeat_at) VALUES ('dead', now() - interval '20 s')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.gw.pool.Exec(ctx, `INSERT INTO gw_presence (account_id, node_id) VALUES ($1, 'dead')`, e.ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	a := e.online(0)
+	a.request("w", "presence", map[string]any{"accounts": []int64{e.ids[1]}, "watch": true})
+	ev := a.expect("presence")["data"].(map[string]any)
+	if ev["account"].(float64) != float64(e.ids[1]) || ev["online"] != false || ev["last_seen"] == nil {
+		t.Errorf("dead node's user: %v", ev)
+	}
+	var n int
+	e.gw.pool.QueryRow(ctx, `SELECT count(*) FROM gw_nodes WHERE id = 'dead'`).Scan(&n)
+	if n != 0 {
+		t.Errorf("the dead node is still registered")
+	}
+}

@@ -54,7 +54,10 @@ type env struct {
 	hidden map[[2]int64]bool
 }
 
-func newEnv(t *testing.T, accounts int) *env {
+func newEnv(t *testing.T, accounts int) *env { return newEnvTTL(t, accounts, time.Hour) }
+
+// newEnvTTL is newEnv with access tokens living ttl and a fast tick.
+func newEnvTTL(t *testing.T, accounts int, ttl time.Duration) *env {
 	t.Helper()
 	ctx := context.Background()
 	pool := testenv.DB(t)
@@ -62,7 +65,7 @@ func newEnv(t *testing.T, accounts int) *env {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e := &env{t: t, hidden: map[[2]int64]bool{}}
 	keys := auth.NewKeyring(bytes.Repeat([]byte("k"), 32))
-	e.auth = auth.New(pool, keys, auth.Settings{AccessTTL: time.Hour, RefreshTTL: time.Hour, Hash: auth.HashParams{Time: 1, MemoryKiB: 1024}}, log)
+	e.auth = auth.New(pool, keys, auth.Settings{AccessTTL: ttl, RefreshTTL: time.Hour, Hash: auth.HashParams{Time: 1, MemoryKiB: 1024}}, log)
 	for i := range accounts {
 		login := fmt.Sprintf("user%d", i)
 		a, err := e.auth.CreateAccount(ctx, auth.NewAccount{Login: login, DisplayName: login, Password: "password-" + login})
@@ -82,7 +85,7 @@ func newEnv(t *testing.T, accounts int) *env {
 	}
 	vis := everyone{known, e.hidden}
 	e.msg = messaging.New(pool, vis, event.NewBus(b.Conn(), log), log, messaging.Options{})
-	gw, err := New(ctx, Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond})
+	gw, err := New(ctx, Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond, Tick: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
