@@ -299,6 +299,9 @@ func (c *Conn) allow(id string) bool {
 		c.close(CloseRateLimited, "sustained flooding")
 		return false
 	}
+	if id == "" && c.refused > 1 {
+		return false // one error per run is enough for frames nobody waits for
+	}
 	wait := time.Duration((1 - c.tokens) / ratePerSecond * float64(time.Second))
 	c.send(reply{Type: "reply", ID: id, Error: &ReplyError{Code: ErrRateLimited, Message: "more than 50 frames a second", RetryAfterMS: wait.Milliseconds() + 1}})
 	return false

@@ -123,6 +123,8 @@ func TestBadInput(t *testing.T) {
 		{`{"id":"x"}`, ErrInvalidFrame},
 		{`{"id":"x","type":"teleport"}`, ErrUnknownType},
 		{`{"id":"x","type":"send","data":{"conv":"one"}}`, ErrInvalidFrame},
+		{`{"id":"x","type":"send","data":{"conv":1,"client_id":"f","text":"hi","sender":999}}`, ErrInvalidFrame}, // forged sender
+		{`{"id":"x","type":"history","data":{"conv":1,"after":0,"before":5}}`, ErrInvalidArgument},
 		{`{"id":"x","type":"send","data":{"conv":` + fmt.Sprint(d.ID) + `,"client_id":"c","text":"hi"}}`, ErrNotFound},
 		{`{"id":"x","type":"send","data":{"conv":1,"client_id":"c","text":"` + strings.Repeat("长", 4001) + `"}}`, ErrTooLarge},
 		{`{"id":"x","type":"sync","data":{"convs":{"` + fmt.Sprint(d.ID) + `":0}}}`, ErrNotFound},
