@@ -24,6 +24,7 @@ import (
 // The test binary's one server, set up on first use. Package state is
 // acceptable here: a test binary is one process with one TestMain.
 var (
+	mainCalled bool
 	comps      []db.Component // migrated into the template
 	setupOnce  sync.Once
 	setupErr   error
@@ -42,7 +43,7 @@ func Main(m *testing.M, components ...db.Component) {
 }
 
 func main(m *testing.M, components []db.Component) int {
-	comps = components
+	comps, mainCalled = components, true
 	code := m.Run()
 	if stopServer != nil {
 		stopServer()
@@ -140,7 +141,7 @@ func urlFor(dbname string) string {
 // dropped when the test ends.
 func URL(t testing.TB) string {
 	t.Helper()
-	if comps == nil {
+	if !mainCalled {
 		t.Fatal("testenv: call testenv.Main from TestMain")
 	}
 	if err := setUp(); err != nil {
