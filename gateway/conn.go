@@ -29,6 +29,7 @@ type Conn struct {
 	session   int64
 	superuser bool
 	authID    string // id of the auth frame, answered after attaching
+	attached  bool   // registered in the hub
 
 	ctx    context.Context // ends when the connection does; sends queued on it still complete
 	cancel context.CancelFunc
@@ -47,7 +48,10 @@ type Conn struct {
 	refreshSent bool        // a refresh event went out for the current token
 	watching    []int64     // presence watches (the hub's index mirrors it)
 
-	// Read goroutine only.
+	// Read goroutine only (and the worker it hands a frame to, while it
+	// waits on handled).
+	frame   []byte
+	handled chan struct{}
 	tokens  float64
 	tokenAt time.Time
 	refused int
@@ -265,7 +269,12 @@ func (c *Conn) readLoop() error {
 			c.drainAfterClose()
 			return errors.New("frame too large")
 		}
-		c.handle(buf)
+		if c.handled == nil {
+			c.handled = make(chan struct{}, 1)
+		}
+		c.frame = buf
+		c.g.jobs <- c
+		<-c.handled
 	}
 }
 

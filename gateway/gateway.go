@@ -86,13 +86,28 @@ type Gateway struct {
 	metrics  *metrics
 	upgrader websocket.Upgrader
 
-	draining atomic.Bool    // no new connections or sends
-	conns    sync.WaitGroup // connection goroutines
-	sends    sync.WaitGroup // sends waiting for their commit
-	subs     []*nats.Subscription
-	stop     chan struct{} // ends the maintenance goroutine
-	done     chan struct{} // closed when it has ended
-	once     sync.Once
+	draining    atomic.Bool    // no new connections or sends
+	conns       sync.WaitGroup // connection goroutines
+	sends       sync.WaitGroup // sends waiting for their commit
+	subs        []*nats.Subscription
+	jobs        chan *Conn    // frames to handle, run by the workers
+	stop        chan struct{} // ends the maintenance goroutine
+	done        chan struct{} // closed when it has ended
+	once        sync.Once
+	stopWorkers sync.Once
+}
+
+// workers handle client frames, so that the connections' own goroutines,
+// which block reading, never grow the deep stacks that decoding and
+// database calls need: an idle connection's stack stays small.
+const workers = 128
+
+func (g *Gateway) work() {
+	for c := range g.jobs {
+		c.handle(c.frame)
+		c.frame = nil
+		c.handled <- struct{}{}
+	}
 }
 
 // New starts a gateway: it subscribes to the bus and registers the node for
@@ -140,6 +155,10 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 	g.subs = append(g.subs, psub)
 	if err := g.nc.Flush(); err != nil {
 		return nil, err
+	}
+	g.jobs = make(chan *Conn)
+	for range workers {
+		go g.work()
 	}
 	go g.maintain()
 	return g, nil
@@ -200,12 +219,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.lastRead.Store(time.Now().UnixNano())
 	g.conns.Add(1)
 	g.metrics.open.Inc()
-	// The HTTP handler returns at once: its goroutine and buffers go, and
-	// the connection lives on in one goroutine of its own.
+	if !c.setup(p) {
+		c.release()
+		g.metrics.open.Dec()
+		g.conns.Done()
+		return
+	}
+	// The HTTP handler returns: its goroutine and buffers go, and the
+	// connection lives on in one goroutine of its own.
 	go func() {
 		defer g.conns.Done()
 		defer g.metrics.open.Dec()
-		c.run(p)
+		c.serve()
 	}()
 }
 
@@ -223,14 +248,14 @@ func clientAddr(r *http.Request) string {
 	return strings.Trim(host, "[]")
 }
 
-// run authenticates, attaches and serves a connection until it ends.
-func (c *Conn) run(p *auth.Principal) {
-	defer c.cancel()
-	defer c.ws.NetConn().Close()
+// setup authenticates and attaches a connection. It runs on the HTTP
+// handler's goroutine, whose deep stack (database calls) goes away when it
+// returns; the connection then lives on a fresh, shallow goroutine.
+func (c *Conn) setup(p *auth.Principal) bool {
 	if p == nil {
 		var ok bool
 		if p, ok = c.awaitAuth(); !ok {
-			return
+			return false
 		}
 	}
 	c.account, c.session, c.superuser = p.AccountID, p.SessionID, p.Superuser
@@ -239,20 +264,13 @@ func (c *Conn) run(p *auth.Principal) {
 	c.mu.Unlock()
 	g := c.g
 	u, first := g.hub.attach(c)
-	defer func() {
-		c.inflight.Wait()
-		if g.hub.detach(c) {
-			g.presence.offline(c.account)
-		}
-		g.hub.watch(c, nil)
-	}()
+	c.attached = true
 	if first {
 		ids, err := g.msg.ConversationIDs(c.ctx, c.account)
 		if err != nil {
 			g.log.Error("loading conversations of a connecting user", "account", c.account, "err", err)
 			c.close(CloseInternal, "cannot load conversations")
-			c.readLoop()
-			return
+			return true // the read loop sees the close through
 		}
 		g.hub.loaded(u, ids)
 		g.presence.online(c.account)
@@ -264,8 +282,28 @@ func (c *Conn) run(p *auth.Principal) {
 	if c.authID != "" {
 		c.send(reply{Type: "reply", ID: c.authID, Data: hello})
 	}
+	return true
+}
+
+// serve reads until the connection ends, then releases it.
+func (c *Conn) serve() {
 	err := c.readLoop()
 	c.g.log.Debug("connection ended", "account", c.account, "err", err)
+	c.release()
+}
+
+// release detaches a connection and closes its socket.
+func (c *Conn) release() {
+	g := c.g
+	c.cancel()
+	c.inflight.Wait()
+	if c.attached {
+		if g.hub.detach(c) {
+			g.presence.offline(c.account)
+		}
+		g.hub.watch(c, nil)
+	}
+	c.ws.NetConn().Close()
 }
 
 func (c *Conn) hello() Hello {
@@ -398,6 +436,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		}
 	})
 	err := waitCtx(ctx, &g.conns)
+	if err == nil {
+		g.stopWorkers.Do(func() { close(g.jobs) })
+	}
 	g.presence.unregister(context.WithoutCancel(ctx))
 	return err
 }
