@@ -35,7 +35,7 @@ type Conn struct {
 	cancel context.CancelFunc
 
 	lastRead atomic.Int64 // unix nanoseconds of the last frame or pong received
-	lastPing atomic.Int64 // unix nanoseconds of the last ping queued
+	lastPing atomic.Int64 // unix nanoseconds of the last ping written
 
 	mu          sync.Mutex  // guards the fields below; a leaf lock
 	queue       []*outFrame // frames waiting for the writer, at most queueSize
@@ -148,13 +148,6 @@ func (c *Conn) write(batch []*outFrame) error {
 	}
 	for i, f := range batch {
 		switch {
-		case f.ping:
-			if err := flush(); err != nil {
-				return err
-			}
-			if err := c.ws.WriteMessage(websocket.PingMessage, nil); err != nil {
-				return err
-			}
 		case f.closeMsg != nil:
 			if err := flush(); err != nil {
 				return err

@@ -399,19 +399,25 @@ func (c *Conn) tick(now time.Time) {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	switch {
 	case !c.expires.IsZero() && now.After(c.expires):
 		c.closeLocked(CloseTokenExpired, "the access token expired")
+		c.mu.Unlock()
 		return
 	case !c.expires.IsZero() && !c.refreshSent && now.Add(refreshBefore).After(c.expires):
 		c.refreshSent = true
 		data, _ := json.Marshal(serverEvent{Type: "refresh", Data: mustJSON(map[string]time.Time{"expires_at": c.expires})})
 		c.enqueueLocked(&outFrame{data: data})
 	}
-	if time.Duration(n-c.lastPing.Load()) >= pingInterval {
+	// A connection with frames on their way needs no ping; an idle one is
+	// pinged from here, without waking a writer goroutine for it.
+	ping := !c.writing && !c.closing && time.Duration(n-c.lastPing.Load()) >= pingInterval
+	c.mu.Unlock()
+	if ping {
 		c.lastPing.Store(n)
-		c.enqueueLocked(&outFrame{ping: true})
+		// If a writer took the lock meanwhile, this gives up after the
+		// deadline and the next tick tries again.
+		c.ws.WriteControl(websocket.PingMessage, nil, now.Add(100*time.Millisecond))
 	}
 }
 
