@@ -159,45 +159,96 @@ func (a *API) dissolveUnit(w http.ResponseWriter, r *http.Request, p auth.Princi
 }
 
 func (a *API) unitChildren(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	a.withID(w, r, func(id int64) (any, int, error) {
-		units, err := a.org.Children(r.Context(), actor(r, p), id, r.URL.Query().Get("include_dissolved") == "true")
-		return map[string]any{"units": units}, http.StatusOK, err
-	})
+	id, e := pathID(r, "id")
+	if e != nil {
+		writeAPIError(w, r, e)
+		return
+	}
+	units, err := a.org.Children(r.Context(), actor(r, p), id, r.URL.Query().Get("include_dissolved") == "true")
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeUnits(w, units, nil)
 }
 
 func (a *API) unitAncestors(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	a.withID(w, r, func(id int64) (any, int, error) {
-		units, err := a.org.Ancestors(r.Context(), actor(r, p), id)
-		return map[string]any{"units": units}, http.StatusOK, err
-	})
+	id, e := pathID(r, "id")
+	if e != nil {
+		writeAPIError(w, r, e)
+		return
+	}
+	units, err := a.org.Ancestors(r.Context(), actor(r, p), id)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeUnits(w, units, nil)
 }
 
 func (a *API) unitSubtree(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	a.withID(w, r, func(id int64) (any, int, error) {
-		q := r.URL.Query()
-		var sq org.SubtreeQuery
-		if l := q.Get("level"); l != "" {
-			lv, err := org.ParseLevel(l)
-			if err != nil {
-				return nil, 0, err
-			}
-			sq.Level = lv
+	id, e := pathID(r, "id")
+	if e != nil {
+		writeAPIError(w, r, e)
+		return
+	}
+	q := r.URL.Query()
+	var sq org.SubtreeQuery
+	if l := q.Get("level"); l != "" {
+		lv, err := org.ParseLevel(l)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
 		}
-		after, e := queryInt(q, "cursor", 0)
-		if e != nil {
-			return nil, 0, e
-		}
-		if after < 0 {
-			return nil, 0, invalidField("cursor", "not a cursor this server gave out")
-		}
-		limit, e := queryInt(q, "limit", 0)
-		if e != nil {
-			return nil, 0, e
-		}
-		sq.After, sq.Limit, sq.Status = after, int(limit), q.Get("status")
-		units, next, err := a.org.Subtree(r.Context(), actor(r, p), id, sq)
-		return map[string]any{"units": units, "next_cursor": cursorString(next)}, http.StatusOK, err
-	})
+		sq.Level = lv
+	}
+	after, e := queryInt(q, "cursor", 0)
+	if e == nil && after < 0 {
+		e = invalidField("cursor", "not a cursor this server gave out")
+	}
+	if e != nil {
+		writeAPIError(w, r, e)
+		return
+	}
+	limit, e := queryInt(q, "limit", 0)
+	if e != nil {
+		writeAPIError(w, r, e)
+		return
+	}
+	sq.After, sq.Limit, sq.Status = after, int(limit), q.Get("status")
+	units, next, err := a.org.Subtree(r.Context(), actor(r, p), id, sq)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	cursor := cursorString(next)
+	writeUnits(w, units, &cursor)
+}
+
+// writeUnits writes {"next_cursor": …, "units": […]} (next_cursor only
+// when given) with status 200, byte for byte what writeJSON would write for
+// the same map, but without reflection: the tree reads are the hottest
+// org requests, and a subtree page of 500 units took longer to encode with
+// encoding/json than to read from PostgreSQL.
+func writeUnits(w http.ResponseWriter, units []org.Unit, next *string) {
+	b := make([]byte, 0, 64+len(units)*256)
+	b = append(b, '{')
+	if next != nil {
+		b = append(b, `"next_cursor":`...)
+		b = org.AppendJSONString(b, *next)
+		b = append(b, ',')
+	}
+	b = append(b, `"units":`...)
+	if units == nil {
+		b = append(b, "null"...)
+	} else {
+		b = org.AppendUnitsJSON(b, units)
+	}
+	b = append(b, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
 }
 
 func cursorString(n int64) string {

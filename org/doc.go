@@ -5,7 +5,11 @@
 // Tables: org_units (ltree paths over surrogate ids), org_people (the address
 // book's projection of accounts, with pinyin), org_positions (a person's
 // posts, several per person, one primary), org_changes and org_sync (the
-// change log phones sync their cached address book from).
+// change log phones sync their cached address book from). Positions carry
+// their province, city and county ids (generated from unit_path) and a copy
+// of their person's search keys, so that people search reads one area's
+// index range (addressbook_search.go); whoever writes org_people or adds
+// positions keeps the copy in step (syncSearchKeys, or the importer in bulk).
 //
 // Every operation on behalf of a person goes through Service, which asks the
 // authz.Authorizer before it reads or writes; nothing reaches the tables by

@@ -563,6 +563,12 @@ func (w *memberWriter) people(ctx context.Context) error {
 			return err
 		}
 		w.rep.PeopleUpdated = tag.RowsAffected()
+		// The search keys on their positions (syncSearchKeys, in bulk).
+		if _, err := w.tx.Exec(ctx, `UPDATE org_positions pos SET search_name = t.name, search_pinyin = t.pinyin,
+				search_initials = t.initials, search_mobile_rev = coalesce(reverse(t.mobile), '')
+			FROM org_import_people t WHERE pos.account_id = t.account_id AND NOT pos.deleted`); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -625,11 +631,13 @@ func (w *memberWriter) positions(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		n, err := copyRows(ctx, w.tx, `COPY org_positions (account_id, unit_id, unit_path, title, leader, is_primary, version) FROM STDIN`, len(fresh),
+		n, err := copyRows(ctx, w.tx, `COPY org_positions (account_id, unit_id, unit_path, title, leader, is_primary, version,
+				search_name, search_pinyin, search_initials, search_mobile_rev) FROM STDIN`, len(fresh),
 			func(b []byte, k int) []byte {
 				i := fresh[k]
 				r := &in.rows[i]
 				u := w.resolved[r.unit]
+				p := &in.people[r.person]
 				b = copyInt(b, w.account[r.person])
 				b = append(b, '\t')
 				b = copyInt(b, u.id)
@@ -643,6 +651,16 @@ func (w *memberWriter) positions(ctx context.Context) error {
 				b = copyBool(b, isPrimary[i])
 				b = append(b, '\t')
 				b = copyInt(b, w.version)
+				b = append(b, '\t')
+				b = copyText(b, p.name)
+				b = append(b, '\t')
+				b = copyText(b, p.pinyin)
+				b = append(b, '\t')
+				b = copyText(b, p.initials)
+				b = append(b, '\t')
+				for j := len(p.mobile) - 1; j >= 0; j-- { // digits: reversing bytes is reversing characters
+					b = append(b, p.mobile[j])
+				}
 				return append(b, '\n')
 			})
 		if err != nil {

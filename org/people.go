@@ -164,6 +164,11 @@ func (s *Service) AddMember(ctx context.Context, a authz.Actor, unit int64, n Ne
 		if err != nil {
 			return err
 		}
+		// The new position's search keys, and the person's other positions'
+		// if refreshPinyin just changed them.
+		if err := syncSearchKeys(ctx, tx, account); err != nil {
+			return err
+		}
 		return logPosition(ctx, tx, posID, "")
 	})
 	if err != nil {
@@ -179,6 +184,19 @@ func (s *Service) refreshPinyin(ctx context.Context, tx pgx.Tx, account int64) e
 	}
 	full, initials := Pinyin(name)
 	_, err := tx.Exec(ctx, `UPDATE org_people SET pinyin = $2, initials = $3 WHERE account_id = $1 AND (pinyin, initials) IS DISTINCT FROM ($2, $3)`, account, full, initials)
+	return err
+}
+
+// syncSearchKeys copies a person's search keys (org_people) onto their live
+// positions, where people search reads them (migration 0002_search). Every
+// writer of org_people or of new positions calls it, or does the same in
+// bulk (the member importer).
+func syncSearchKeys(ctx context.Context, tx pgx.Tx, account int64) error {
+	_, err := tx.Exec(ctx, `UPDATE org_positions pos SET search_name = p.name, search_pinyin = p.pinyin,
+			search_initials = p.initials, search_mobile_rev = coalesce(reverse(p.mobile), '')
+		FROM org_people p WHERE p.account_id = $1 AND pos.account_id = $1 AND NOT pos.deleted
+			AND (pos.search_name, pos.search_pinyin, pos.search_initials, pos.search_mobile_rev)
+				IS DISTINCT FROM (p.name, p.pinyin, p.initials, coalesce(reverse(p.mobile), ''))`, account)
 	return err
 }
 
@@ -303,10 +321,11 @@ func (s *Service) MovePosition(ctx context.Context, a authz.Actor, id, toUnit in
 		if err := logPosition(ctx, tx, id, oldPath); err != nil {
 			return err
 		}
-		err = tx.QueryRow(ctx, `INSERT INTO org_positions (account_id, unit_id, unit_path, title, leader, is_primary, sort_order)
+		err = tx.QueryRow(ctx, `INSERT INTO org_positions (account_id, unit_id, unit_path, title, leader, is_primary, sort_order,
+				search_name, search_pinyin, search_initials, search_mobile_rev)
 			SELECT account_id, $2, $3::ltree, title, leader,
 				(SELECT p.is_primary FROM org_positions p WHERE p.id = $1) OR NOT EXISTS (SELECT 1 FROM org_positions x WHERE x.account_id = o.account_id AND x.is_primary AND NOT x.deleted),
-				sort_order
+				sort_order, search_name, search_pinyin, search_initials, search_mobile_rev
 			FROM org_positions o WHERE id = $1 RETURNING id`, id, toUnit, path).Scan(&newID)
 		if db.SQLState(err) == db.UniqueViolation {
 			return fmt.Errorf("%w: the person already holds a position in that unit", ErrConflict)

@@ -56,6 +56,33 @@ func (s *Service) scope(ctx context.Context, a authz.Actor) (*scope, error) {
 	return sc, nil
 }
 
+// reaches reports whether the actor holds a role that shows the unit's
+// subtree (unit.read at the unit or above). It needs no query: a request
+// about a unit inside the actor's reach skips the scope's database lookup
+// of the actor's own positions, and everything below the unit is visible.
+func (s *Service) reaches(a authz.Actor, unit int64) bool {
+	return a.Superuser || s.authz.Allowed(a, authz.UnitRead, unit)
+}
+
+// unitsBelowFilter is the visibility condition for a listing of units below
+// unit (on org_units aliased u, arguments numbered from first), or the
+// not-found error when the actor may not see unit itself. Below a unit in
+// the actor's reach every unit is visible: the condition is "true".
+func (s *Service) unitsBelowFilter(ctx context.Context, a authz.Actor, unit int64, first int) (string, []any, error) {
+	if s.reaches(a, unit) {
+		return "true", nil, nil
+	}
+	sc, err := s.scope(ctx, a)
+	if err != nil {
+		return "", nil, err
+	}
+	if !sc.unitVisible(s.tree, unit) {
+		return "", nil, s.hiddenUnit(ctx, a, unit)
+	}
+	filter, args := sc.unitFilter(first)
+	return filter, args, nil
+}
+
 // pathOf builds a unit's ltree path from the in-memory tree.
 func (s *Service) pathOf(unit int64) (string, bool) {
 	anc, err := s.tree.Ancestors(unit)

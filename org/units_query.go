@@ -42,14 +42,10 @@ const unitColumnsU = `u.id, u.parent_id, u.level, u.name, u.code, u.sort_order, 
 // placed directly in each, in display order. Dissolved children are left
 // out unless withDissolved.
 func (s *Service) Children(ctx context.Context, a authz.Actor, id int64, withDissolved bool) ([]Unit, error) {
-	sc, err := s.scope(ctx, a)
+	filter, args, err := s.unitsBelowFilter(ctx, a, id, 3)
 	if err != nil {
 		return nil, err
 	}
-	if !sc.unitVisible(s.tree, id) {
-		return nil, s.hiddenUnit(ctx, a, id)
-	}
-	filter, args := sc.unitFilter(3)
 	rows, err := s.pool.Query(ctx, `SELECT `+unitColumnsU+`,
 			(SELECT count(*) FROM org_positions pos WHERE pos.unit_id = u.id AND NOT pos.deleted)
 		FROM org_units u WHERE u.parent_id = $1 AND ($2 OR u.status = 'active') AND `+filter+`
@@ -62,7 +58,7 @@ func (s *Service) Children(ctx context.Context, a authz.Actor, id int64, withDis
 
 // Ancestors lists the unit's ancestors from the root down, the unit last.
 func (s *Service) Ancestors(ctx context.Context, a authz.Actor, id int64) ([]Unit, error) {
-	if !s.canSeeUnit(ctx, a, id) {
+	if !s.reaches(a, id) && !s.canSeeUnit(ctx, a, id) {
 		return nil, s.hiddenUnit(ctx, a, id)
 	}
 	anc, err := s.tree.Ancestors(id)
@@ -98,18 +94,24 @@ func (s *Service) Subtree(ctx context.Context, a authz.Actor, id int64, q Subtre
 	default:
 		return nil, 0, invalid("status", "active, dissolved or all")
 	}
-	sc, err := s.scope(ctx, a)
+	filter, args, err := s.unitsBelowFilter(ctx, a, id, 6)
 	if err != nil {
 		return nil, 0, err
 	}
-	if !sc.unitVisible(s.tree, id) {
-		return nil, 0, s.hiddenUnit(ctx, a, id)
+	// The subtree of a province, city or county is its area (migration
+	// 0002_search): a btree range in id order. Below a county the subtree
+	// is small and the GiST index on path finds it.
+	var within string
+	var key any
+	if anc, err := s.tree.Ancestors(id); err == nil && len(anc) <= int(County) {
+		within, key = "u."+[...]string{"", "province_id", "city_id", "county_id"}[len(anc)]+" = $1", id
+	} else {
+		path, _ := s.pathOf(id)
+		within, key = "u.path <@ $1::ltree", path
 	}
-	path, _ := s.pathOf(id)
-	filter, args := sc.unitFilter(6)
 	rows, err := s.pool.Query(ctx, `SELECT `+unitColumnsU+` FROM org_units u
-		WHERE u.path <@ $1::ltree AND ($2 = 0 OR u.level = $2) AND u.id > $3 AND ($4 = 'all' OR u.status = $4) AND `+filter+`
-		ORDER BY u.id LIMIT $5`, append([]any{path, q.Level, q.After, q.Status, limit}, args...)...)
+		WHERE `+within+` AND ($2 = 0 OR u.level = $2) AND u.id > $3 AND ($4 = 'all' OR u.status = $4) AND `+filter+`
+		ORDER BY u.id LIMIT $5`, append([]any{key, q.Level, q.After, q.Status, limit}, args...)...)
 	if err != nil {
 		return nil, 0, err
 	}
