@@ -130,7 +130,7 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 		g.tick = 5 * time.Second
 	}
 	g.upgrader = websocket.Upgrader{
-		ReadBufferSize:  1024,
+		ReadBufferSize:  512, // frames are read through it; larger ones need no bigger buffer
 		WriteBufferSize: 4096,
 		// Idle connections hold no write buffer: it is taken from the pool
 		// for each write.
@@ -417,7 +417,7 @@ func (c *Conn) tick(now time.Time) {
 		c.lastPing.Store(n)
 		// If a writer took the lock meanwhile, this gives up after the
 		// deadline and the next tick tries again.
-		c.ws.WriteControl(websocket.PingMessage, nil, now.Add(100*time.Millisecond))
+		c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(100*time.Millisecond))
 	}
 }
 
