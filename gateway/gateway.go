@@ -66,6 +66,9 @@ type Deps struct {
 	// Tick is how often connections are checked for heartbeats and token
 	// expiry and the node heart-beats (default 5 s; tests shorten it).
 	Tick time.Duration
+	// Heartbeat is the server ping interval (default 25 s); a connection
+	// silent for 2.4 heartbeats (60 s by default) is dropped.
+	Heartbeat time.Duration
 }
 
 // Gateway is the WebSocket endpoint of one node.
@@ -80,6 +83,8 @@ type Gateway struct {
 
 	authTimeout time.Duration
 	tick        time.Duration
+	heartbeat   time.Duration // ping interval
+	silence     time.Duration // dropped after this long without a frame or pong
 
 	hub      *hub
 	presence *presence
@@ -125,6 +130,11 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 	if g.authTimeout <= 0 {
 		g.authTimeout = authTimeout
 	}
+	g.heartbeat = d.Heartbeat
+	if g.heartbeat <= 0 {
+		g.heartbeat = pingInterval
+	}
+	g.silence = g.heartbeat * 12 / 5 // 60 s for 25 s
 	g.tick = d.Tick
 	if g.tick <= 0 {
 		g.tick = 5 * time.Second
@@ -309,7 +319,7 @@ func (c *Conn) release() {
 func (c *Conn) hello() Hello {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Hello{AccountID: c.account, SessionID: c.session, Node: c.g.node, HeartbeatMS: pingInterval.Milliseconds(), ExpiresAt: c.expires,
+	return Hello{AccountID: c.account, SessionID: c.session, Node: c.g.node, HeartbeatMS: c.g.heartbeat.Milliseconds(), ExpiresAt: c.expires,
 		Limits: Limits{FrameBytes: maxFrameBytes, FramesPerSecond: ratePerSecond, Burst: rateBurst, Queue: queueSize}}
 }
 
@@ -393,12 +403,17 @@ func (g *Gateway) maintain() {
 
 func (c *Conn) tick(now time.Time) {
 	n := now.UnixNano()
-	if time.Duration(n-c.lastRead.Load()) > silenceLimit {
-		c.close(CloseHeartbeatTimeout, "nothing received for 60 s")
-		c.linger()
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return // on its way out
+	}
+	if time.Duration(n-c.lastRead.Load()) > c.g.silence {
+		c.closeLocked(CloseHeartbeatTimeout, "nothing received within the heartbeat limit")
+		c.mu.Unlock()
+		c.linger() // the peer may not be reading: do not wait for its close
 		return
 	}
-	c.mu.Lock()
 	switch {
 	case !c.expires.IsZero() && now.After(c.expires):
 		c.closeLocked(CloseTokenExpired, "the access token expired")
@@ -411,7 +426,7 @@ func (c *Conn) tick(now time.Time) {
 	}
 	// A connection with frames on their way needs no ping; an idle one is
 	// pinged from here, without waking a writer goroutine for it.
-	ping := !c.writing && !c.closing && time.Duration(n-c.lastPing.Load()) >= pingInterval
+	ping := !c.writing && !c.closing && time.Duration(n-c.lastPing.Load()) >= c.g.heartbeat
 	c.mu.Unlock()
 	if ping {
 		c.lastPing.Store(n)

@@ -196,7 +196,7 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestSlowConsumerIsCutAndOthersAreNot(t *testing.T) {
-	e := newEnv(t, 3)
+	e := newEnvWith(t, 3, time.Hour, time.Minute) // a heartbeat that does not cut the slow reader first
 	ctx := context.Background()
 	g, _ := e.msg.CreateGroup(ctx, e.actor(0), "big", []int64{e.ids[1], e.ids[2]})
 	// The slow consumer authenticates and syncs, then never reads again.
@@ -325,5 +325,38 @@ func TestPresenceExpiresWithDeadNode(t *testing.T) {
 	e.gw.pool.QueryRow(ctx, `SELECT count(*) FROM gw_nodes WHERE id = 'dead'`).Scan(&n)
 	if n != 0 {
 		t.Errorf("the dead node is still registered")
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	// Pings every second, silence limit 2.4 s: clients that answer pings
+	// stay for many limits; one that stops reading is dropped with 4002.
+	e := newEnv(t, 1)
+	var live []*raw
+	for range 20 {
+		live = append(live, e.online(0))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	deaf, _, err := websocket.Dial(ctx, e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + e.tokens[0]}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer deaf.CloseNow() // never reads, so never answers a ping
+	time.Sleep(6 * time.Second)
+	u := e.gw.hub.user(e.ids[0])
+	u.mu.Lock()
+	n := len(u.conns)
+	u.mu.Unlock()
+	if n != len(live) {
+		t.Errorf("%d connections registered after 6 s, want the %d that answer pings", n, len(live))
+	}
+	for _, r := range live {
+		r.mu.Lock()
+		if r.closed != nil {
+			t.Errorf("a live connection was closed: %v", r.closed)
+		}
+		r.mu.Unlock()
 	}
 }

@@ -54,10 +54,15 @@ type env struct {
 	hidden map[[2]int64]bool
 }
 
-func newEnv(t *testing.T, accounts int) *env { return newEnvTTL(t, accounts, time.Hour) }
+func newEnv(t *testing.T, accounts int) *env { return newEnvWith(t, accounts, time.Hour, time.Second) }
 
-// newEnvTTL is newEnv with access tokens living ttl and a fast tick.
+// newEnvTTL is newEnv with access tokens living ttl.
 func newEnvTTL(t *testing.T, accounts int, ttl time.Duration) *env {
+	return newEnvWith(t, accounts, ttl, time.Second)
+}
+
+// newEnvWith sets the token lifetime and the heartbeat; the tick is fast.
+func newEnvWith(t *testing.T, accounts int, ttl, heartbeat time.Duration) *env {
 	t.Helper()
 	ctx := context.Background()
 	pool := testenv.DB(t)
@@ -85,7 +90,7 @@ func newEnvTTL(t *testing.T, accounts int, ttl time.Duration) *env {
 	}
 	vis := everyone{known, e.hidden}
 	e.msg = messaging.New(pool, vis, event.NewBus(b.Conn(), log), log, messaging.Options{})
-	gw, err := New(ctx, Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond, Tick: 100 * time.Millisecond})
+	gw, err := New(ctx, Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond, Tick: 100 * time.Millisecond, Heartbeat: heartbeat})
 	if err != nil {
 		t.Fatal(err)
 	}
