@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,9 @@ type Deps struct {
 	// Heartbeat is the server ping interval (default 25 s); a connection
 	// silent for 2.4 heartbeats (60 s by default) is dropped.
 	Heartbeat time.Duration
+	// MaxSettingUp bounds connections being authenticated and loaded at
+	// once (default 512); further upgrades get 503 with Retry-After.
+	MaxSettingUp int
 }
 
 // Gateway is the WebSocket endpoint of one node.
@@ -96,6 +100,7 @@ type Gateway struct {
 	sends       sync.WaitGroup // sends waiting for their commit
 	subs        []*nats.Subscription
 	jobs        chan *Conn    // frames to handle, run by the workers
+	admit       chan struct{} // a slot per connection being set up (auth, load)
 	stop        chan struct{} // ends the maintenance goroutine
 	done        chan struct{} // closed when it has ended
 	once        sync.Once
@@ -106,6 +111,10 @@ type Gateway struct {
 // which block reading, never grow the deep stacks that decoding and
 // database calls need: an idle connection's stack stays small.
 const workers = 128
+
+// maxSettingUp bounds the connections being authenticated and loaded at
+// once; more upgrades are refused with 503 and Retry-After.
+const maxSettingUp = 512
 
 func (g *Gateway) work() {
 	for c := range g.jobs {
@@ -167,6 +176,10 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.jobs = make(chan *Conn)
+	if d.MaxSettingUp <= 0 {
+		d.MaxSettingUp = maxSettingUp
+	}
+	g.admit = make(chan struct{}, d.MaxSettingUp)
 	for range workers {
 		go g.work()
 	}
@@ -220,6 +233,22 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		p = &pr
 	}
+	// Admission: during a reconnect storm, refusing early with a jittered
+	// Retry-After beats accepting everyone and timing out half of them.
+	select {
+	case g.admit <- struct{}{}:
+	default:
+		g.metrics.refusedUpgrades.Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(1+mrand.IntN(5)))
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "too many connections are being set up; retry after the Retry-After delay")
+		return
+	}
+	admitted := true
+	defer func() {
+		if admitted {
+			<-g.admit
+		}
+	}()
 	ws, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered
@@ -235,6 +264,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.conns.Done()
 		return
 	}
+	<-g.admit
+	admitted = false
 	// The HTTP handler returns: its goroutine and buffers go, and the
 	// connection lives on in one goroutine of its own.
 	go func() {

@@ -360,3 +360,24 @@ func TestHeartbeat(t *testing.T) {
 		r.mu.Unlock()
 	}
 }
+
+func TestAdmissionDuringAStorm(t *testing.T) {
+	// Four connections waiting to authenticate hold the four set-up slots of
+	// the test gateway: the fifth upgrade is refused with 503 and
+	// Retry-After, and accepted again once they are done.
+	e := newEnv(t, 1)
+	var waiting []*raw
+	for range 4 {
+		waiting = append(waiting, e.dial(nil))
+	}
+	_, resp, err := websocket.Dial(context.Background(), e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + e.tokens[0]}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("upgrade beyond the set-up limit: %v %v", err, resp)
+	}
+	for i, r := range waiting {
+		r.send(map[string]any{"type": "auth", "id": fmt.Sprint(i), "data": map[string]any{"token": e.tokens[0]}})
+		r.expectReply(fmt.Sprint(i))
+	}
+	e.online(0)
+}

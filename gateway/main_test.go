@@ -90,7 +90,7 @@ func newEnvWith(t *testing.T, accounts int, ttl, heartbeat time.Duration) *env {
 	}
 	vis := everyone{known, e.hidden}
 	e.msg = messaging.New(pool, vis, event.NewBus(b.Conn(), log), log, messaging.Options{})
-	gw, err := New(ctx, Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond, Tick: 100 * time.Millisecond, Heartbeat: heartbeat})
+	gw, err := New(ctx, Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond, Tick: 100 * time.Millisecond, Heartbeat: heartbeat, MaxSettingUp: 4})
 	if err != nil {
 		t.Fatal(err)
 	}

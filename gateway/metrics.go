@@ -7,31 +7,33 @@ import (
 
 // metrics are the gateway's counters, served at /metrics.
 type metrics struct {
-	open       prometheus.Gauge
-	events     prometheus.Counter
-	deliveries prometheus.Counter
-	frames     prometheus.Counter
-	sends      prometheus.Counter
-	acks       prometheus.Counter
-	slow       prometheus.Counter
-	refused    prometheus.Counter
-	invalid    prometheus.Counter
+	open            prometheus.Gauge
+	events          prometheus.Counter
+	deliveries      prometheus.Counter
+	frames          prometheus.Counter
+	sends           prometheus.Counter
+	acks            prometheus.Counter
+	slow            prometheus.Counter
+	refused         prometheus.Counter
+	invalid         prometheus.Counter
+	refusedUpgrades prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		open:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_connections", Help: "Open WebSocket connections."}),
-		events:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_events_total", Help: "Events received from the bus."}),
-		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_deliveries_total", Help: "Event frames queued for local connections."}),
-		frames:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_frames_written_total", Help: "Frames written to sockets."}),
-		sends:      prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_sends_total", Help: "Messages sent over WebSockets."}),
-		acks:       prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_acks_total", Help: "Ack frames received."}),
-		slow:       prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_slow_consumers_total", Help: "Connections cut as slow consumers."}),
-		refused:    prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_rate_limited_total", Help: "Frames refused by the rate limit."}),
-		invalid:    prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_invalid_frames_total", Help: "Frames that could not be decoded."}),
+		open:            prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_connections", Help: "Open WebSocket connections."}),
+		events:          prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_events_total", Help: "Events received from the bus."}),
+		deliveries:      prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_deliveries_total", Help: "Event frames queued for local connections."}),
+		frames:          prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_frames_written_total", Help: "Frames written to sockets."}),
+		sends:           prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_sends_total", Help: "Messages sent over WebSockets."}),
+		acks:            prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_acks_total", Help: "Ack frames received."}),
+		slow:            prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_slow_consumers_total", Help: "Connections cut as slow consumers."}),
+		refused:         prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_rate_limited_total", Help: "Frames refused by the rate limit."}),
+		invalid:         prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_invalid_frames_total", Help: "Frames that could not be decoded."}),
+		refusedUpgrades: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_refused_upgrades_total", Help: "Upgrades refused with 503 because too many connections were being set up."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.sends, m.acks, m.slow, m.refused, m.invalid)
+		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.sends, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades)
 	}
 	return m
 }

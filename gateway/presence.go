@@ -14,8 +14,10 @@ import (
 
 const (
 	presenceSubject = "zhangban.presence"
-	// presenceExpiry is how long a silent node's users stay online.
-	presenceExpiry = 15 * time.Second
+	// presenceExpiry is how long a silent node's users stay online. Long
+	// enough that a node whose database writes are slow for a while (a
+	// reconnect storm) is not expired by the others.
+	presenceExpiry = 30 * time.Second
 	presenceFlush  = 200 * time.Millisecond
 )
 
