@@ -308,8 +308,8 @@ func TestTokenExpiry(t *testing.T) {
 func TestPresenceExpiresWithDeadNode(t *testing.T) {
 	e := newEnv(t, 2)
 	ctx := context.Background()
-	// Another node that stopped heart-beating 20 s ago, with account 1 on it.
-	if _, err := e.gw.pool.Exec(ctx, `INSERT INTO gw_nodes (id, heartbeat_at) VALUES ('dead', now() - interval '20 s')`); err != nil {
+	// Another node that stopped heart-beating 40 s ago, with account 1 on it.
+	if _, err := e.gw.pool.Exec(ctx, `INSERT INTO gw_nodes (id, heartbeat_at) VALUES ('dead', now() - interval '40 s')`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.gw.pool.Exec(ctx, `INSERT INTO gw_presence (account_id, node_id) VALUES ($1, 'dead')`, e.ids[1]); err != nil {
