@@ -59,6 +59,12 @@ func scenarios() []scenario {
 	return []scenario{
 		{name: "login", summary: "closed loop of successful password sign-ins, one account and device per client", run: runLogin},
 		{name: "org", summary: "children, ancestors, subtree and people search as one user, a phase each", run: runOrg},
+		{name: "ws-setup", summary: "make the accounts, groups and direct pairs of the ws-* scenarios into a --state file", run: runWSSetup},
+		{name: "ws-idle", summary: "open N WebSocket connections and report the servers' RSS per connection", run: runWSIdle},
+		{name: "ws-broadcast", summary: "send into large groups (at a rate, or a burst into all at once) and check every delivery", run: runWSBroadcast},
+		{name: "ws-direct", summary: "direct messages between connected pairs at a target rate, checked exactly", run: runWSDirect},
+		{name: "ws-storm", summary: "kill the node all clients are on; time until all resynced elsewhere, lost and doubled", run: runWSStorm},
+		{name: "ws-merge", summary: "combine the --json results of ws-broadcast shards into one, with exact percentiles", run: runWSMerge},
 	}
 }
 
