@@ -26,7 +26,7 @@ type Conn struct {
 	// Set by authentication in the read goroutine, before the connection is
 	// attached to the hub; read-only afterwards except expires (mu).
 	account   int64
-	session   int64
+	session   int64 // c.mu once attached: a re-auth may change it
 	superuser bool
 	authID    string // id of the auth frame, answered after attaching
 	attached  bool   // registered in the hub

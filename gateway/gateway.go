@@ -41,9 +41,11 @@ func Migrations() db.Component {
 	return db.Component{Name: "gateway", FS: sub}
 }
 
-// Authenticator checks access tokens (auth.Service).
+// Authenticator checks access tokens and whether sessions have ended
+// (auth.Service).
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (auth.Principal, error)
+	EndedSessions(ctx context.Context, ids []int64) ([]int64, error)
 }
 
 // Visibility answers who may see whom (org.Service).
@@ -421,6 +423,11 @@ func (g *Gateway) maintain() {
 	defer close(g.done)
 	t := time.NewTicker(g.tick)
 	defer t.Stop()
+	sessionCheck := max(g.tick, 30*time.Second)
+	if g.tick < time.Second { // tests
+		sessionCheck = g.tick
+	}
+	var lastSessionCheck time.Time
 	for {
 		select {
 		case <-g.stop:
@@ -428,6 +435,10 @@ func (g *Gateway) maintain() {
 		case now := <-t.C:
 			g.hub.each(func(c *Conn) { c.tick(now) })
 			g.presence.tick(now)
+			if now.Sub(lastSessionCheck) >= sessionCheck {
+				lastSessionCheck = now
+				g.closeEndedSessions()
+			}
 		}
 	}
 }
@@ -464,6 +475,38 @@ func (c *Conn) tick(now time.Time) {
 		// If a writer took the lock meanwhile, this gives up after the
 		// deadline and the next tick tries again.
 		c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(100*time.Millisecond))
+	}
+}
+
+// closeEndedSessions closes, with 4102, the connections whose session was
+// signed out or revoked, or whose account was disabled, since they
+// authenticated: a signed-out phone keeps no socket.
+func (g *Gateway) closeEndedSessions() {
+	bySession := map[int64][]*Conn{}
+	g.hub.each(func(c *Conn) {
+		c.mu.Lock()
+		sid := c.session
+		c.mu.Unlock()
+		bySession[sid] = append(bySession[sid], c)
+	})
+	if len(bySession) == 0 {
+		return
+	}
+	ids := make([]int64, 0, len(bySession))
+	for id := range bySession {
+		ids = append(ids, id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	ended, err := g.auth.EndedSessions(ctx, ids)
+	if err != nil {
+		g.log.Warn("checking sessions failed; retrying later", "err", err)
+		return
+	}
+	for _, id := range ended {
+		for _, c := range bySession[id] {
+			c.close(CloseSessionRevoked, "the session was signed out or revoked")
+		}
 	}
 }
 

@@ -381,3 +381,17 @@ func TestAdmissionDuringAStorm(t *testing.T) {
 	}
 	e.online(0)
 }
+
+func TestSignedOutSessionLosesItsSocket(t *testing.T) {
+	e := newEnv(t, 1)
+	r := e.dial(nil)
+	r.send(map[string]any{"type": "auth", "id": "a", "data": map[string]any{"token": e.tokens[0]}})
+	hello := r.expect("hello")["data"].(map[string]any)
+	sid := int64(hello["session_id"].(float64))
+	if err := e.auth.RevokeSession(context.Background(), e.ids[0], sid, "signed out elsewhere"); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.closeCode(); code != CloseSessionRevoked {
+		t.Errorf("revoked session closed with %d", code)
+	}
+}

@@ -270,6 +270,18 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	return Principal{AccountID: accountID, SessionID: sid, Superuser: super, ExpiresAt: exp}, nil
 }
 
+// EndedSessions returns which of the given sessions have been revoked or
+// belong to a disabled account, so that long-lived connections opened with
+// them can be closed.
+func (s *Service) EndedSessions(ctx context.Context, ids []int64) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT s.id FROM auth_sessions s JOIN accounts a ON a.id = s.account_id
+		WHERE s.id = ANY($1) AND (s.revoked_at IS NOT NULL OR a.disabled_at IS NOT NULL)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
 // Logout ends the caller's session.
 func (s *Service) Logout(ctx context.Context, p Principal) error {
 	_, err := s.pool.Exec(ctx, `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'signed out' WHERE id = $1 AND revoked_at IS NULL`, p.SessionID)
