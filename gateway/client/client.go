@@ -53,6 +53,10 @@ func (s State) String() string {
 type Config struct {
 	// URL of the gateway, ws://host:port/v1/ws or wss://….
 	URL string
+	// URLs are further gateways of the same system. Each new connection
+	// attempt takes the next address, round robin from URL, so a client
+	// whose node died or drained reconnects to another one.
+	URLs []string
 	// Token returns an access token. It is called before every connection
 	// and on a refresh event; the caller refreshes over HTTP. An error is
 	// treated as transient (back-off, then another call): Close or cancel
@@ -108,15 +112,30 @@ func (cfg *Config) check() error {
 	if cfg.Token == nil {
 		return errors.New("client: Config.Token is required")
 	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil {
-		return fmt.Errorf("client: Config.URL: %w", err)
+	for _, raw := range append([]string{cfg.URL}, cfg.URLs...) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("client: Config.URL: %w", err)
+		}
+		switch u.Scheme {
+		case "ws", "wss", "http", "https":
+		default:
+			return fmt.Errorf("client: Config.URL %q is not a ws:// or wss:// URL", raw)
+		}
 	}
-	switch u.Scheme {
-	case "ws", "wss", "http", "https":
-		return nil
+	return nil
+}
+
+// nextURL is the address of the next connection attempt (Run's goroutine
+// only).
+func (c *Client) nextURL() string {
+	all := len(c.cfg.URLs) + 1
+	i := c.dials % all
+	c.dials++
+	if i == 0 {
+		return c.cfg.URL
 	}
-	return fmt.Errorf("client: Config.URL %q is not a ws:// or wss:// URL", cfg.URL)
+	return c.cfg.URLs[i-1]
 }
 
 // Client is one device's connection to the gateway. Create it with New,
@@ -154,6 +173,7 @@ type Client struct {
 
 	// Run's goroutine only.
 	gen         uint64    // connections made
+	dials       int       // connection attempts, for the round robin over URLs
 	reconnectAt time.Time // from a reconnect event: do not reconnect before
 	lastState   State     // the last state reported
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -741,4 +743,17 @@ func TestHistoryQueryEncoding(t *testing.T) {
 			t.Errorf("%+v encodes as %s (%v), want %s", tt.q, b, err, tt.want)
 		}
 	}
+}
+
+func TestFailoverToTheNextURL(t *testing.T) {
+	// The first address refuses connections: the client moves on to the
+	// next one and syncs there.
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := "ws" + strings.TrimPrefix(dead.URL, "http") + "/v1/ws"
+	dead.Close()
+	s := newFakeServer(t)
+	c := start(t, s, func(cfg *Config) {
+		cfg.URL, cfg.URLs = deadURL, []string{s.url()}
+	})
+	checkFor(t, 5*time.Second, "synced on the second address", func() bool { return c.rec.count(StateSynced) >= 1 })
 }

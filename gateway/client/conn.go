@@ -61,7 +61,7 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	if c.cfg.HeaderAuth {
 		opts.HTTPHeader = http.Header{"Authorization": {"Bearer " + token}}
 	}
-	ws, resp, err := websocket.Dial(hctx, c.cfg.URL, opts)
+	ws, resp, err := websocket.Dial(hctx, c.nextURL(), opts)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			return nil, upgradeError(resp)
