@@ -9,15 +9,21 @@
 // websocket.PreparedMessage; frames queued for one connection are
 // coalesced into one WebSocket message.
 //
-// Concurrency: each connection has one goroutine reading (it also runs the
-// connection's requests, except sends, which it queues in order and waits
-// for on a goroutine of their own) and, only while its queue is not empty,
-// one goroutine writing. The queue is bounded (256 frames); a connection
-// whose queue overflows or whose write stalls for 10 s is closed with
-// 4001 slow_consumer and resumes by syncing, so no consumer slows another.
+// Concurrency: authentication and set-up run on the HTTP handler's
+// goroutine (at most 512 at once; more upgrades get 503 + Retry-After).
+// Then each connection has one goroutine reading, which hands every frame
+// to a pool of 128 workers and waits for it, so that its own stack stays
+// shallow while idle; sends are queued in order and waited for on a
+// goroutine of their own, so a client can pipeline them. A writer
+// goroutine exists only while the connection's queue is not empty; idle
+// connections are pinged from the maintenance goroutine. The queue is
+// bounded (256 frames); a connection whose queue overflows or whose write
+// stalls for 10 s is closed with 4001 slow_consumer and resumes by
+// syncing, so no consumer slows another.
 //
-// Lock order: hub shard locks (user shards, then conversation shards, never
-// two of one kind) → user.mu → Conn.mu. Conn.mu is a leaf.
+// Lock order: user shard lock → user.mu → conversation shard lock;
+// watch shard locks and Conn.mu are leaves (route never holds a shard lock
+// while taking user.mu or Conn.mu).
 //
 // Presence is kept in PostgreSQL (gw_presence, gw_nodes, gw_last_seen)
 // so that every node can answer for the whole system; a node that dies stops
