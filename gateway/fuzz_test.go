@@ -33,12 +33,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		if fr.Type == "" || len(fr.ID) > maxIDBytes {
 			t.Fatalf("accepted a frame without type or with a long id: %+v", fr)
 		}
-		targets := []any{&authData{}, &convSeq{}, &historyData{}, &directData{}, &presenceData{}, &messaging.SendRequest{},
-			&struct {
-				Convs  map[string]int64 `json:"convs,omitempty"`
-				Cursor string           `json:"cursor,omitempty"`
-				Limit  int              `json:"limit,omitempty"`
-			}{}}
+		targets := []any{&authData{}, &convSeq{}, &historyData{}, &directData{}, &presenceData{}, &messaging.SendRequest{}, &syncData{}}
 		for _, v := range targets {
 			if e := decodeData(fr, v); e == nil {
 				if _, err := json.Marshal(v); err != nil {

@@ -103,6 +103,7 @@ type Gateway struct {
 	subs        []*nats.Subscription
 	jobs        chan *Conn    // frames to handle, run by the workers
 	admit       chan struct{} // a slot per connection being set up (auth, load)
+	open        atomic.Int64  // connections set up or being set up
 	stop        chan struct{} // ends the maintenance goroutine
 	done        chan struct{} // closed when it has ended
 	once        sync.Once
@@ -245,36 +246,45 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusServiceUnavailable, "unavailable", "too many connections are being set up; retry after the Retry-After delay")
 		return
 	}
-	admitted := true
-	defer func() {
-		if admitted {
-			<-g.admit
-		}
+	c := g.accept(w, r, p)
+	<-g.admit
+	if c == nil {
+		return
+	}
+	// The HTTP handler returns: its goroutine and buffers go, and the
+	// connection lives on in one goroutine of its own.
+	go func() {
+		defer g.closed()
+		c.serve()
 	}()
+}
+
+// accept upgrades and sets up a connection while holding an admission
+// slot; nil when it did not come up.
+func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, p *auth.Principal) *Conn {
 	ws, err := g.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		return // the upgrader answered
+		return nil // the upgrader answered
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &Conn{g: g, ws: ws, addr: clientAddr(r), ctx: ctx, cancel: cancel, holding: true}
 	c.lastRead.Store(time.Now().UnixNano())
 	g.conns.Add(1)
+	g.open.Add(1)
 	g.metrics.open.Inc()
 	if !c.setup(p) {
 		c.release()
-		g.metrics.open.Dec()
-		g.conns.Done()
-		return
+		g.closed()
+		return nil
 	}
-	<-g.admit
-	admitted = false
-	// The HTTP handler returns: its goroutine and buffers go, and the
-	// connection lives on in one goroutine of its own.
-	go func() {
-		defer g.conns.Done()
-		defer g.metrics.open.Dec()
-		c.serve()
-	}()
+	return c
+}
+
+// closed accounts for a connection that ended.
+func (g *Gateway) closed() {
+	g.open.Add(-1)
+	g.metrics.open.Dec()
+	g.conns.Done()
 }
 
 func httpError(w http.ResponseWriter, status int, code, msg string) {
@@ -423,10 +433,7 @@ func (g *Gateway) maintain() {
 	defer close(g.done)
 	t := time.NewTicker(g.tick)
 	defer t.Stop()
-	sessionCheck := max(g.tick, 30*time.Second)
-	if g.tick < time.Second { // tests
-		sessionCheck = g.tick
-	}
+	sessionCheck := 6 * g.tick // 30 s at the default tick
 	var lastSessionCheck time.Time
 	for {
 		select {
@@ -518,7 +525,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.once.Do(func() {
 		g.draining.Store(true)
 		waitCtx(ctx, &g.sends)
-		spread := 1000 + g.metricsOpen()/10 // about 10 reconnects per ms over the others
+		spread := 1000 + int(g.open.Load())/10 // about 10 reconnects per ms over the others
 		g.hub.each(func(c *Conn) {
 			delay := 500 + mrand.IntN(spread)
 			c.send(serverEvent{Type: "reconnect", Data: mustJSON(map[string]int{"delay_ms": delay})})
@@ -537,8 +544,6 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.presence.unregister(context.WithoutCancel(ctx))
 	return err
 }
-
-func (g *Gateway) metricsOpen() int { return int(g.metrics.openCount()) }
 
 func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
 	done := make(chan struct{})

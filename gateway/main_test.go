@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/zhangban/zhangban/internal/auth"
 	"github.com/zhangban/zhangban/internal/authz"
@@ -277,4 +279,10 @@ func (r *raw) request(id, typ string, data any) map[string]any {
 	r.t.Helper()
 	r.send(map[string]any{"id": id, "type": typ, "data": data})
 	return r.expectReply(id)
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var d dto.Metric
+	c.Write(&d)
+	return d.GetCounter().GetValue()
 }

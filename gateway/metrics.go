@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // metrics are the gateway's counters, served at /metrics.
@@ -36,16 +35,4 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.sends, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades)
 	}
 	return m
-}
-
-func (m *metrics) openCount() float64 {
-	var d dto.Metric
-	m.open.Write(&d)
-	return d.GetGauge().GetValue()
-}
-
-func counterValue(c prometheus.Counter) float64 {
-	var d dto.Metric
-	c.Write(&d)
-	return d.GetCounter().GetValue()
 }

@@ -127,11 +127,7 @@ func (c *Conn) reauth(f Frame) (any, *ReplyError) {
 // since the connection opened, minus those the reply already contains.
 func (c *Conn) sync(f Frame) {
 	var r messaging.SyncRequest
-	var wire struct {
-		Convs  map[string]int64 `json:"convs,omitempty"`
-		Cursor string           `json:"cursor,omitempty"`
-		Limit  int              `json:"limit,omitempty"`
-	}
+	var wire syncData
 	rerr := decodeData(f, &wire)
 	if rerr == nil {
 		r.Cursor, r.Limit = wire.Cursor, wire.Limit

@@ -140,6 +140,13 @@ type (
 	directData struct {
 		Account int64 `json:"account"`
 	}
+	// syncData is messaging.SyncRequest as JSON carries it: object keys
+	// are strings.
+	syncData struct {
+		Convs  map[string]int64 `json:"convs,omitempty"`
+		Cursor string           `json:"cursor,omitempty"`
+		Limit  int              `json:"limit,omitempty"`
+	}
 	presenceData struct {
 		Accounts []int64 `json:"accounts"`
 		Watch    bool    `json:"watch,omitempty"`

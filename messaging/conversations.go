@@ -468,10 +468,7 @@ func (s *Service) Members(ctx context.Context, a authz.Actor, conv, after int64,
 	if err != nil {
 		return nil, false, err
 	}
-	more := len(ms) > limit
-	if more {
-		ms = ms[:limit]
-	}
+	ms, more := page(ms, limit)
 	return ms, more, nil
 }
 

@@ -91,10 +91,7 @@ func (s *Service) History(ctx context.Context, a authz.Actor, conv, after, befor
 	if err != nil {
 		return nil, false, err
 	}
-	more := len(ms) > limit
-	if more {
-		ms = ms[:limit]
-	}
+	ms, more := page(ms, limit)
 	return ms, more, nil
 }
 
@@ -275,9 +272,7 @@ func (s *Service) Changes(ctx context.Context, a authz.Actor, cur string, limit 
 	if err != nil {
 		return nil, "", false, err
 	}
-	more := len(convs) > limit
-	if more {
-		convs = convs[:limit]
+	if convs, more := page(convs, limit); more {
 		c.after = convs[len(convs)-1].ID
 		return convs, c.String(), true, nil
 	}

@@ -159,6 +159,15 @@ func (s *Service) publish(ctx context.Context, e event.Event) {
 	s.pub.Publish(context.WithoutCancel(ctx), e)
 }
 
+// page trims a result fetched with limit+1 rows to limit and reports
+// whether there was more.
+func page[T any](xs []T, limit int) ([]T, bool) {
+	if len(xs) > limit {
+		return xs[:limit], true
+	}
+	return xs, false
+}
+
 func mustJSON(v any) json.RawMessage {
 	b, err := json.Marshal(v)
 	if err != nil {

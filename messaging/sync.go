@@ -134,7 +134,6 @@ func (s *Service) Sync(ctx context.Context, a authz.Actor, r SyncRequest) (SyncR
 	}
 	// Keep at most limit per conversation, and whole conversations up to
 	// the page's total.
-	count := map[int64]int{}
 	for i := 0; i < len(ms); {
 		j := i
 		for j < len(ms) && ms[j].Conv == ms[i].Conv {
@@ -150,7 +149,6 @@ func (s *Service) Sync(ctx context.Context, a authz.Actor, r SyncRequest) (SyncR
 			continue
 		}
 		res.Messages = append(res.Messages, ms[i:i+n]...)
-		count[conv] = n
 		res.Upto[conv] = ms[i+n-1].Seq
 		i = j
 	}
