@@ -21,7 +21,8 @@ import (
 type Conn struct {
 	g    *Gateway
 	ws   *websocket.Conn
-	addr string // client address, for the audit log
+	fc   *frameConn // the socket under ws
+	addr string     // client address, for the audit log
 
 	// Set by authentication in the read goroutine, before the connection is
 	// attached to the hub; read-only afterwards except expires (mu).
@@ -59,7 +60,21 @@ type Conn struct {
 
 	inflight sync.WaitGroup // sends waiting for their commit
 	pipeline atomic.Int32   // how many
+
+	// Who reads: a goroutine (readActive), the poller (readParked: no
+	// goroutine until bytes arrive), or no one any more (readEnded).
+	rmu        sync.Mutex
+	rstate     uint8
+	lingerOver bool   // the close's linger ran out while a goroutine was reading
+	armed      bool   // registered with the poller (rmu)
+	pollID     uint64 // the poller's id for it
 }
+
+const (
+	readActive = iota
+	readParked
+	readEnded
+)
 
 // actor is who the connection acts for.
 func (c *Conn) actor() authz.Actor {
@@ -216,9 +231,27 @@ func (c *Conn) closeLocked(code int, detail string) {
 }
 
 // linger gives the peer a moment to answer the close frame, then makes the
-// read goroutine return, which releases everything.
+// reading end, which releases everything: a reading goroutine by its
+// deadline, a parked connection by the timer.
 func (c *Conn) linger() {
 	c.ws.SetReadDeadline(time.Now().Add(time.Second))
+	time.AfterFunc(time.Second+100*time.Millisecond, c.expire)
+}
+
+// expire ends a connection that is done with even if it is parked, where
+// no read would notice; a reading goroutine ends it itself.
+func (c *Conn) expire() {
+	c.rmu.Lock()
+	parked := c.rstate == readParked
+	if parked {
+		c.rstate = readEnded
+	} else {
+		c.lingerOver = true
+	}
+	c.rmu.Unlock()
+	if parked {
+		c.finish(errors.New("closed while parked"))
+	}
 }
 
 // abort ends the connection at once (a failed write).
@@ -232,43 +265,117 @@ func (c *Conn) abort(err error) {
 		c.g.metrics.slow.Inc()
 	}
 	c.ws.NetConn().Close()
+	c.expire()
 }
 
-// readLoop reads frames until the connection ends.
-func (c *Conn) readLoop() error {
-	c.ws.SetPongHandler(func(string) error { c.lastRead.Store(time.Now().UnixNano()); return nil })
-	c.ws.SetPingHandler(func(data string) error {
-		c.lastRead.Store(time.Now().UnixNano())
-		c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-		return nil
-	})
-	for {
-		typ, r, err := c.ws.NextReader()
-		if err != nil {
-			return err
-		}
-		c.lastRead.Store(time.Now().UnixNano())
-		if typ != websocket.TextMessage {
-			c.close(CloseProtocolViolation, "binary frames are not part of the protocol")
-			c.drainAfterClose()
-			return errors.New("binary frame")
-		}
-		buf, err := io.ReadAll(io.LimitReader(r, maxFrameBytes+1))
-		if err != nil {
-			return err
-		}
-		if len(buf) > maxFrameBytes {
-			c.close(CloseFrameTooLarge, "a frame over 64 KiB")
-			c.drainAfterClose()
-			return errors.New("frame too large")
-		}
-		if c.handled == nil {
-			c.handled = make(chan struct{}, 1)
-		}
-		c.frame = buf
-		c.g.jobs <- c
-		<-c.handled
+// control takes the client's pings and pongs (frameConn passes them here).
+func (c *Conn) control(op int, payload []byte) {
+	c.lastRead.Store(time.Now().UnixNano())
+	if op == opPing {
+		c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second))
 	}
+}
+
+// readLoop reads frames until the connection ends (where there is no
+// poller).
+func (c *Conn) readLoop() error {
+	for {
+		if err := c.readMessage(); err != nil {
+			return err
+		}
+	}
+}
+
+// readAvailable runs when bytes have arrived for a parked connection (or
+// were already buffered at set-up): it handles every message that came,
+// then parks the connection again, so that no goroutine waits on an idle
+// socket. A read error ends the connection.
+func (c *Conn) readAvailable(fill bool) {
+	if err := c.fc.each(fill, c.readMessage); err != nil {
+		c.end(err)
+		return
+	}
+	if !c.park() {
+		c.end(errors.New("closed"))
+	}
+}
+
+// park hands the reading to the poller; false when the connection is to
+// end instead.
+func (c *Conn) park() bool {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.lingerOver || c.rstate != readActive {
+		return false
+	}
+	c.rstate = readParked
+	if err := c.g.poll.arm(c); err != nil {
+		c.rstate = readActive
+		return false
+	}
+	return true
+}
+
+// wake is the poller's: bytes arrived for a parked connection.
+func (c *Conn) wake() {
+	c.rmu.Lock()
+	ok := c.rstate == readParked
+	if ok {
+		c.rstate = readActive
+	}
+	c.rmu.Unlock()
+	if ok {
+		go c.readAvailable(true)
+	}
+}
+
+// end is the reading goroutine's: the connection is over.
+func (c *Conn) end(err error) {
+	c.rmu.Lock()
+	c.rstate = readEnded
+	c.rmu.Unlock()
+	c.finish(err)
+}
+
+// finish releases an ended connection; called once, by whoever set
+// readEnded.
+func (c *Conn) finish(err error) {
+	c.g.log.Debug("connection ended", "account", c.account, "err", err)
+	if c.g.poll != nil {
+		c.g.poll.forget(c)
+	}
+	c.release()
+	c.g.closed()
+}
+
+// readMessage reads one message and has it handled by a worker.
+func (c *Conn) readMessage() error {
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		return err
+	}
+	c.lastRead.Store(time.Now().UnixNano())
+	if typ != websocket.TextMessage {
+		c.close(CloseProtocolViolation, "binary frames are not part of the protocol")
+		c.drainAfterClose()
+		return errors.New("binary frame")
+	}
+	buf, err := io.ReadAll(io.LimitReader(r, maxFrameBytes+1))
+	if err != nil {
+		return err
+	}
+	if len(buf) > maxFrameBytes {
+		c.close(CloseFrameTooLarge, "a frame over 64 KiB")
+		c.drainAfterClose()
+		return errors.New("frame too large")
+	}
+	if c.handled == nil {
+		c.handled = make(chan struct{}, 1)
+	}
+	c.frame = buf
+	c.g.jobs <- c
+	<-c.handled
+	return nil
 }
 
 // drainAfterClose waits for the peer's close (or the linger deadline).

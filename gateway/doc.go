@@ -11,18 +11,25 @@
 //
 // Concurrency: authentication and set-up run on the HTTP handler's
 // goroutine (at most 512 at once; more upgrades get 503 + Retry-After).
-// Then each connection has one goroutine reading, which hands every frame
-// to a pool of 128 workers and waits for it, so that its own stack stays
-// shallow while idle; sends are queued in order and waited for on a
+// Then an idle connection has no goroutine at all: on Linux it is parked
+// with an epoll poller (poll_linux.go), which starts a goroutine when bytes
+// arrive; that goroutine hands every message to a pool of 128 workers,
+// and parks the connection again when nothing more has arrived. This works
+// because the socket under gorilla's reader (frameConn) gives gorilla at
+// most one frame at a time, so nothing waits unseen in gorilla's buffer,
+// and answers pings and takes pongs itself. Elsewhere each connection keeps
+// one reading goroutine. Sends are queued in order and waited for on a
 // goroutine of their own, so a client can pipeline them. A writer
 // goroutine exists only while the connection's queue is not empty; idle
 // connections are pinged from the maintenance goroutine. The queue is
 // bounded (256 frames); a connection whose queue overflows or whose write
 // stalls for 10 s is closed with 4001 slow_consumer and resumes by
-// syncing, so no consumer slows another.
+// syncing, so no consumer slows another. Whoever sets a connection's read
+// state to ended (its reading goroutine on an error, or the close's linger
+// timer while it is parked) releases it, once.
 //
 // Lock order: user shard lock → user.mu → conversation shard lock;
-// watch shard locks and Conn.mu are leaves (route never holds a shard lock
+// Conn.rmu → poller.mu; watch shard locks and Conn.mu are leaves (route never holds a shard lock
 // while taking user.mu or Conn.mu).
 //
 // Presence is kept in PostgreSQL (gw_presence, gw_nodes, gw_last_seen)

@@ -93,6 +93,7 @@ type Gateway struct {
 	silence     time.Duration // dropped after this long without a frame or pong
 
 	hub      *hub
+	poll     *poller // nil where there is none: connections keep a reading goroutine
 	presence *presence
 	metrics  *metrics
 	upgrader websocket.Upgrader
@@ -178,6 +179,11 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 	if err := g.nc.Flush(); err != nil {
 		return nil, err
 	}
+	if p, err := newPoller(g.log); err == nil {
+		g.poll = p
+	} else {
+		g.log.Info("no socket poller: one goroutine per connection", "err", err)
+	}
 	g.jobs = make(chan *Conn)
 	if d.MaxSettingUp <= 0 {
 		d.MaxSettingUp = maxSettingUp
@@ -251,8 +257,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		return
 	}
-	// The HTTP handler returns: its goroutine and buffers go, and the
-	// connection lives on in one goroutine of its own.
+	// The HTTP handler returns: its goroutine and buffers go. The
+	// connection is parked with the poller, which starts a goroutine to
+	// read only when bytes arrive; without a poller it keeps one goroutine.
+	if g.poll != nil && c.fc.raw != nil {
+		if c.fc.pending() {
+			go c.readAvailable(false)
+		} else if !c.park() {
+			c.end(errors.New("closed during set-up"))
+		}
+		return
+	}
 	go func() {
 		defer g.closed()
 		c.serve()
@@ -262,12 +277,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // accept upgrades and sets up a connection while holding an admission
 // slot; nil when it did not come up.
 func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, p *auth.Principal) *Conn {
-	ws, err := g.upgrader.Upgrade(w, r, nil)
+	h := &hijacker{ResponseWriter: w}
+	ws, err := g.upgrader.Upgrade(h, r, nil)
 	if err != nil {
 		return nil // the upgrader answered
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	c := &Conn{g: g, ws: ws, addr: clientAddr(r), ctx: ctx, cancel: cancel, holding: true}
+	c := &Conn{g: g, ws: ws, fc: h.fc, addr: clientAddr(r), ctx: ctx, cancel: cancel, holding: true}
+	h.fc.ctl = c.control
 	c.lastRead.Store(time.Now().UnixNano())
 	g.conns.Add(1)
 	g.open.Add(1)
@@ -539,7 +556,12 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	})
 	err := waitCtx(ctx, &g.conns)
 	if err == nil {
-		g.stopWorkers.Do(func() { close(g.jobs) })
+		g.stopWorkers.Do(func() {
+			close(g.jobs)
+			if g.poll != nil {
+				g.poll.close()
+			}
+		})
 	}
 	g.presence.unregister(context.WithoutCancel(ctx))
 	return err

@@ -1,0 +1,226 @@
+package gateway
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+)
+
+// frameConn is the socket under gorilla's reader. It hands gorilla at most
+// the rest of the current WebSocket frame, so once a message has been read
+// nothing of the next frame sits in gorilla's buffer: whatever arrived
+// beyond it stays here, where pending can see it. That is what lets an
+// idle connection give its reading to the poller (poll_linux.go) instead of
+// keeping a goroutine blocked in a read.
+//
+// It also takes the client's ping and pong frames itself (ctl), so that a
+// pong answering the server's ping does not leave a reader waiting inside
+// gorilla for the next data frame. Malformed control frames are passed on
+// for gorilla to refuse.
+//
+// Only one goroutine reads at a time (gorilla's rule), so no lock.
+type frameConn struct {
+	net.Conn
+	raw syscall.RawConn // for the poller; nil when the socket has no file descriptor
+
+	buf    *[frameBufSize]byte // bytes read beyond what was handed out; nil when none
+	r, w   int                 // buf[r:w] is unread
+	remain uint64              // bytes of the current frame not yet handed to gorilla
+
+	ctl func(op int, payload []byte) // ping (9) and pong (10) frames, unmasked; payload is only valid during the call
+}
+
+// frameBufSize holds any frame header (≤ 14 bytes) and any control frame
+// (≤ 131 bytes) with room to spare; it is borrowed only while bytes wait.
+const frameBufSize = 1024
+
+var frameBufs = sync.Pool{New: func() any { return new([frameBufSize]byte) }}
+
+const (
+	opClose = 8
+	opPing  = 9
+	opPong  = 10
+)
+
+func newFrameConn(nc net.Conn) *frameConn {
+	f := &frameConn{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			f.raw = raw
+		}
+	}
+	return f
+}
+
+// Read gives gorilla bytes of the current frame only.
+func (f *frameConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if f.remain == 0 {
+		if _, err := f.advance(true); err != nil {
+			return 0, err
+		}
+	}
+	n := len(p)
+	if uint64(n) > f.remain {
+		n = int(f.remain)
+	}
+	var got int
+	var err error
+	if f.r < f.w {
+		got = copy(p[:n], f.buf[f.r:f.w])
+		f.r += got
+		f.release()
+	} else {
+		got, err = f.Conn.Read(p[:n])
+	}
+	f.remain -= uint64(got)
+	return got, err
+}
+
+// each calls read for every message that has arrived, first reading once
+// from the socket if fill is set and nothing is buffered; it returns when
+// no byte of another frame is left, so the socket can be parked.
+func (f *frameConn) each(fill bool, read func() error) error {
+	if fill && !f.pending() {
+		if err := f.fill(); err != nil {
+			return err
+		}
+	}
+	for {
+		ready, err := f.advance(false)
+		if err != nil || !ready {
+			return err
+		}
+		if err := read(); err != nil {
+			return err
+		}
+	}
+}
+
+// pending reports whether bytes beyond the last frame handed out have
+// arrived.
+func (f *frameConn) pending() bool { return f.r < f.w }
+
+// advance takes the ping and pong frames at the head of what has arrived
+// and makes the frame after them current. It returns false, without
+// reading, when nothing at all is buffered and wait is false; otherwise it
+// reads until a whole header (and a whole control frame) is there.
+func (f *frameConn) advance(wait bool) (bool, error) {
+	for {
+		if f.r == f.w && !wait {
+			return false, nil
+		}
+		op, hlen, plen, control, ok := f.header()
+		if !ok || (control && uint64(f.w-f.r) < uint64(hlen)+plen) {
+			if err := f.fill(); err != nil {
+				return false, err
+			}
+			continue
+		}
+		if !control {
+			f.remain = uint64(hlen) + plen
+			if f.remain < plen { // a length no one sends; gorilla refuses it
+				f.remain = ^uint64(0)
+			}
+			return true, nil
+		}
+		payload := f.buf[f.r+hlen : f.r+hlen+int(plen)]
+		mask := f.buf[f.r+hlen-4 : f.r+hlen]
+		for i := range payload {
+			payload[i] ^= mask[i&3]
+		}
+		if f.ctl != nil {
+			f.ctl(op, payload)
+		}
+		f.r += hlen + int(plen)
+		f.release()
+	}
+}
+
+// header parses the frame header at the head of the buffer: its opcode,
+// header and payload lengths, whether it is a well-formed ping or pong
+// (final, no reserved bits, masked, ≤ 125 bytes) that advance takes, and
+// whether the whole header has arrived.
+func (f *frameConn) header() (op, hlen int, plen uint64, control, ok bool) {
+	b := f.buf
+	n := f.w - f.r
+	if n < 2 {
+		return 0, 0, 0, false, false
+	}
+	b0, b1 := b[f.r], b[f.r+1]
+	op = int(b0 & 0x0f)
+	hlen = 2
+	plen = uint64(b1 & 0x7f)
+	switch plen {
+	case 126:
+		hlen += 2
+	case 127:
+		hlen += 8
+	}
+	masked := b1&0x80 != 0
+	if masked {
+		hlen += 4
+	}
+	if n < hlen {
+		return op, hlen, 0, false, false
+	}
+	switch plen {
+	case 126:
+		plen = uint64(binary.BigEndian.Uint16(b[f.r+2:]))
+	case 127:
+		plen = binary.BigEndian.Uint64(b[f.r+2:])
+	}
+	control = (op == opPing || op == opPong) && b0&0xf0 == 0x80 && masked && b1&0x7f <= 125
+	return op, hlen, plen, control, true
+}
+
+// fill reads once into the buffer.
+func (f *frameConn) fill() error {
+	if f.buf == nil {
+		f.buf = frameBufs.Get().(*[frameBufSize]byte)
+		f.r, f.w = 0, 0
+	}
+	if f.w == len(f.buf) {
+		f.w = copy(f.buf[:], f.buf[f.r:f.w])
+		f.r = 0
+	}
+	n, err := f.Conn.Read(f.buf[f.w:])
+	f.w += n
+	if n > 0 {
+		return nil
+	}
+	f.release()
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// release returns an emptied buffer to the pool.
+func (f *frameConn) release() {
+	if f.buf != nil && f.r == f.w {
+		frameBufs.Put(f.buf)
+		f.buf, f.r, f.w = nil, 0, 0
+	}
+}
+
+// hijacker gives gorilla's Upgrade the socket wrapped in a frameConn.
+type hijacker struct {
+	http.ResponseWriter
+	fc *frameConn
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.fc = newFrameConn(nc)
+	return h.fc, brw, nil
+}

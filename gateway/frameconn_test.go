@@ -1,0 +1,276 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	gorilla "github.com/gorilla/websocket"
+)
+
+// chunkConn is a client socket whose bytes arrive in chunks: a Read that
+// finds nothing left "blocks", which here means the next chunk arrives; when
+// there is none, the reader would wait forever, and the Read fails.
+type chunkConn struct {
+	net.Conn // nil: anything else gorilla calls would panic
+	chunks   [][]byte
+	next     int    // first chunk not arrived yet
+	data     []byte // arrived, unread
+	blocked  bool   // a Read found nothing with nothing to come
+}
+
+var errNothingToCome = errors.New("read with nothing more to come")
+
+func (c *chunkConn) arrive() bool {
+	if c.next == len(c.chunks) {
+		return false
+	}
+	c.data = append(c.data, c.chunks[c.next]...)
+	c.next++
+	return true
+}
+
+func (c *chunkConn) Read(p []byte) (int, error) {
+	if len(c.data) == 0 && !c.arrive() {
+		c.blocked = true
+		return 0, errNothingToCome
+	}
+	n := copy(p, c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+func (c *chunkConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *chunkConn) Close() error                     { return nil }
+func (c *chunkConn) SetDeadline(time.Time) error      { return nil }
+func (c *chunkConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *chunkConn) SetWriteDeadline(time.Time) error { return nil }
+
+// hijackable is a ResponseWriter whose Hijack returns conn.
+type hijackable struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return h.conn, bufio.NewReadWriter(bufio.NewReader(h.conn), bufio.NewWriter(h.conn)), nil
+}
+
+// upgradeOver upgrades over conn as the gateway does, through a frameConn.
+func upgradeOver(t testing.TB, conn net.Conn) (*gorilla.Conn, *frameConn) {
+	r := httptest.NewRequest("GET", "/v1/ws", nil)
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Upgrade", "websocket")
+	r.Header.Set("Sec-WebSocket-Version", "13")
+	r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	h := &hijacker{ResponseWriter: hijackable{httptest.NewRecorder(), conn}}
+	u := gorilla.Upgrader{ReadBufferSize: 512}
+	ws, err := u.Upgrade(h, r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ws, h.fc
+}
+
+// clientFrame encodes a masked frame as a client sends it.
+func clientFrame(fin bool, op int, payload []byte, key [4]byte) []byte {
+	var b []byte
+	b0 := byte(op)
+	if fin {
+		b0 |= 0x80
+	}
+	switch n := len(payload); {
+	case n <= 125:
+		b = append(b, b0, 0x80|byte(n))
+	case n <= 0xffff:
+		b = append(b, b0, 0x80|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, b0, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	b = append(b, key[:]...)
+	for i, c := range payload {
+		b = append(b, c^key[i&3])
+	}
+	return b
+}
+
+// streamFrom turns fuzz bytes into a client's byte stream (text messages,
+// some fragmented with pings between the fragments, pings and pongs) cut
+// into arbitrary chunks, and what the server must see from it.
+func streamFrom(prog []byte) (chunks [][]byte, messages, pings []string) {
+	var stream []byte
+	next := func() int {
+		if len(prog) == 0 {
+			return 0
+		}
+		b := prog[0]
+		prog = prog[1:]
+		return int(b)
+	}
+	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	for k := 0; len(prog) > 0 && k < 64; k++ {
+		op := next()
+		size := next() * (1 + next()%300) // up to 76 KiB: 7-, 16- and 64-bit lengths
+		size = min(size, maxFrameBytes)
+		body := []byte(strings.Repeat(fmt.Sprintf("m%d-", k), size/3+1)[:size])
+		key[k%4] ^= byte(op)
+		switch op % 5 {
+		case 0, 1: // one text frame
+			stream = append(stream, clientFrame(true, 1, body, key)...)
+			messages = append(messages, string(body))
+		case 2: // fragmented, a ping between the fragments
+			cut := size / 2
+			stream = append(stream, clientFrame(false, 1, body[:cut], key)...)
+			p := fmt.Sprintf("inner-%d", k)
+			stream = append(stream, clientFrame(true, opPing, []byte(p), key)...)
+			pings = append(pings, p)
+			stream = append(stream, clientFrame(true, 0, body[cut:], key)...)
+			messages = append(messages, string(body))
+		case 3:
+			p := string(body[:min(len(body), 125)])
+			stream = append(stream, clientFrame(true, opPing, []byte(p), key)...)
+			pings = append(pings, p)
+		case 4:
+			stream = append(stream, clientFrame(true, opPong, body[:min(len(body), 125)], key)...)
+		}
+	}
+	for len(stream) > 0 {
+		n := min(len(stream), 1+next()*next()%4096)
+		chunks = append(chunks, stream[:n])
+		stream = stream[n:]
+	}
+	return chunks, messages, pings
+}
+
+// readChunks reads as the gateway does: each time bytes arrive for a
+// parked connection, frameConn.each reads every message that came, then the
+// connection parks again.
+func readChunks(t testing.TB, chunks [][]byte) (messages, pings []string) {
+	conn := &chunkConn{}
+	ws, fc := upgradeOver(t, conn)
+	conn.chunks = chunks
+	fc.ctl = func(op int, payload []byte) {
+		if op == opPing {
+			pings = append(pings, string(payload))
+		}
+	}
+	read := func() error {
+		typ, r, err := ws.NextReader()
+		if err != nil {
+			return err
+		}
+		if typ != gorilla.TextMessage {
+			return fmt.Errorf("message type %d", typ)
+		}
+		b, err := io.ReadAll(r)
+		messages = append(messages, string(b))
+		return err
+	}
+	for conn.arrive() { // bytes arrived: the poller wakes the connection
+		if err := fc.each(true, read); err != nil {
+			t.Fatalf("after %d of %d chunks: %v", conn.next, len(chunks), err)
+		}
+		if fc.pending() {
+			t.Fatal("parked with bytes buffered")
+		}
+	}
+	if conn.blocked || len(conn.data) > 0 {
+		t.Fatalf("parked with %d bytes unread (blocked %v)", len(conn.data), conn.blocked)
+	}
+	return messages, pings
+}
+
+func FuzzFrameConn(f *testing.F) {
+	f.Add([]byte{0, 5, 1, 3, 2, 10, 0, 4, 1, 9, 3, 7, 7, 2, 200, 4})
+	f.Add([]byte{2, 255, 255, 1, 1, 3, 20, 0, 4, 4, 1, 0, 1, 1})
+	f.Add(bytes.Repeat([]byte{1, 1, 0}, 40))
+	f.Fuzz(func(t *testing.T, prog []byte) {
+		chunks, wantMsgs, wantPings := streamFrom(prog)
+		msgs, pings := readChunks(t, chunks)
+		if fmt.Sprint(len(msgs), len(pings)) != fmt.Sprint(len(wantMsgs), len(wantPings)) {
+			t.Fatalf("got %d messages and %d pings, want %d and %d", len(msgs), len(pings), len(wantMsgs), len(wantPings))
+		}
+		for i := range msgs {
+			if msgs[i] != wantMsgs[i] {
+				t.Fatalf("message %d: %d bytes, want %d", i, len(msgs[i]), len(wantMsgs[i]))
+			}
+		}
+		for i := range pings {
+			if pings[i] != wantPings[i] {
+				t.Fatalf("ping %d: %q, want %q", i, pings[i], wantPings[i])
+			}
+		}
+	})
+}
+
+// TestFrameConnOneByteAtATime is the slowest network: every byte alone.
+func TestFrameConnOneByteAtATime(t *testing.T) {
+	key := [4]byte{1, 2, 3, 4}
+	var stream []byte
+	stream = append(stream, clientFrame(true, 1, []byte(`{"type":"ping"}`), key)...)
+	stream = append(stream, clientFrame(true, opPong, nil, key)...)
+	stream = append(stream, clientFrame(true, 1, bytes.Repeat([]byte("x"), 300), key)...)
+	var chunks [][]byte
+	for i := range stream {
+		chunks = append(chunks, stream[i:i+1])
+	}
+	msgs, _ := readChunks(t, chunks)
+	if len(msgs) != 2 || msgs[0] != `{"type":"ping"}` || len(msgs[1]) != 300 {
+		t.Fatalf("got %q", msgs)
+	}
+}
+
+// TestIdleConnectionsHoldNoGoroutine: once set up, and while the server's
+// pings are answered, no goroutine of the gateway waits on an idle socket,
+// and the connections still work.
+func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the poller is Linux-only")
+	}
+	e := newEnv(t, 12)
+	var rs []*raw
+	for i := range 12 {
+		rs = append(rs, e.online(i))
+	}
+	time.Sleep(2500 * time.Millisecond) // heartbeat 1 s: pings went out and pongs came back
+	if n := readingGoroutines(); n > 1 {
+		t.Fatalf("%d goroutines are reading 12 idle connections", n)
+	}
+	d, err := e.msg.Direct(context.Background(), e.actor(0), e.ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply := rs[0].request("s1", "send", map[string]any{"conv": d.ID, "client_id": "c1", "text": "after parking"})
+	if reply["error"] != nil {
+		t.Fatalf("send: %v", reply)
+	}
+	if got := rs[1].expect("message")["data"].(map[string]any)["text"]; got != "after parking" {
+		t.Fatalf("a parked connection got %v", got)
+	}
+}
+
+// readingGoroutines counts goroutines inside the gateway's read path.
+func readingGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("gateway.(*Conn).readAvailable")) || bytes.Contains(g, []byte("gateway.(*Conn).readLoop")) {
+			n++
+		}
+	}
+	return n
+}
