@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/zhangban/zhangban/internal/authz"
 )
@@ -24,16 +25,53 @@ func pageSize(n int) (int, error) {
 	return n, nil
 }
 
-func collectUnits(rows pgx.Rows, withCount bool) ([]Unit, error) {
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Unit, error) {
-		var u Unit
-		dest := []any{&u.ID, &u.ParentID, &u.Level, &u.Name, &u.Code, &u.SortOrder, &u.Status, &u.Generated, &u.Version, &u.UpdatedAt}
-		if withCount {
-			u.Members = new(int64)
-			dest = append(dest, u.Members)
+func collectUnits(rows pgx.Rows, withCount bool, hint int) ([]Unit, error) {
+	defer rows.Close()
+	// A subtree page is 500 units: one scratch row and a few slabs for what
+	// the units point to, rather than allocations per row, keep this hot
+	// read from feeding the garbage collector.
+	var (
+		u      Unit
+		parent pgtype.Int8
+		code   pgtype.Text
+		n      int64
+	)
+	dest := []any{&u.ID, &parent, &u.Level, &u.Name, &code, &u.SortOrder, &u.Status, &u.Generated, &u.Version, &u.UpdatedAt}
+	if withCount {
+		dest = append(dest, &n)
+	}
+	units := make([]Unit, 0, hint)
+	var ints []int64 // parents and member counts
+	var codes []string
+	slab := func(vs []int64, v int64) ([]int64, *int64) {
+		if len(vs) == cap(vs) {
+			vs = make([]int64, 0, max(32, 2*hint))
 		}
-		return u, r.Scan(dest...)
-	})
+		vs = append(vs, v)
+		return vs, &vs[len(vs)-1]
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		v := u
+		v.ParentID, v.Code, v.Members = nil, nil, nil
+		if parent.Valid {
+			ints, v.ParentID = slab(ints, parent.Int64)
+		}
+		if code.Valid {
+			if len(codes) == cap(codes) {
+				codes = make([]string, 0, max(32, hint))
+			}
+			codes = append(codes, code.String)
+			v.Code = &codes[len(codes)-1]
+		}
+		if withCount {
+			ints, v.Members = slab(ints, n)
+		}
+		units = append(units, v)
+	}
+	return units, rows.Err()
 }
 
 const unitColumnsU = `u.id, u.parent_id, u.level, u.name, u.code, u.sort_order, u.status, u.generated, u.version, u.updated_at`
@@ -53,7 +91,7 @@ func (s *Service) Children(ctx context.Context, a authz.Actor, id int64, withDis
 	if err != nil {
 		return nil, err
 	}
-	return collectUnits(rows, true)
+	return collectUnits(rows, true, 32)
 }
 
 // Ancestors lists the unit's ancestors from the root down, the unit last.
@@ -69,7 +107,7 @@ func (s *Service) Ancestors(ctx context.Context, a authz.Actor, id int64) ([]Uni
 	if err != nil {
 		return nil, err
 	}
-	return collectUnits(rows, false)
+	return collectUnits(rows, false, len(anc))
 }
 
 // SubtreeQuery pages through a subtree.
@@ -115,7 +153,7 @@ func (s *Service) Subtree(ctx context.Context, a authz.Actor, id int64, q Subtre
 	if err != nil {
 		return nil, 0, err
 	}
-	units, err := collectUnits(rows, false)
+	units, err := collectUnits(rows, false, limit)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -147,7 +185,7 @@ func (s *Service) SearchUnits(ctx context.Context, a authz.Actor, q string, limi
 	if err != nil {
 		return nil, err
 	}
-	return collectUnits(rows, false)
+	return collectUnits(rows, false, limit)
 }
 
 // SubtreeStats counts the active units per level and the people placed in

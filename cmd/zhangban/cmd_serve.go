@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -40,6 +41,15 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 		return fmt.Errorf("listen on %s: %w (set --addr / ZHANGBAN_ADDR to a free address)", cfg.Addr, err)
 	}
 	defer ln.Close()
+	if cfg.DebugAddr != "" {
+		dln, err := net.Listen("tcp", cfg.DebugAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w (set --debug-addr / ZHANGBAN_DEBUG_ADDR to a free address, or leave it empty)", cfg.DebugAddr, err)
+		}
+		defer dln.Close()
+		go http.Serve(dln, debugHandler())
+		log.Info("profiling endpoints", "addr", "http://"+dln.Addr().String()+"/debug/pprof/")
+	}
 
 	d, err := openDatabase(ctx, cfg, log)
 	if err != nil {
@@ -177,4 +187,16 @@ func loadKeys(cfg *config.Config, log *slog.Logger) (*auth.Keyring, error) {
 		log.Info("generated a token signing key", "file", auth.KeyFile)
 	}
 	return keys, nil
+}
+
+// debugHandler serves net/http/pprof's endpoints, on their own listener so
+// that they never share the API's address.
+func debugHandler() http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return m
 }

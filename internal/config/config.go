@@ -32,6 +32,7 @@ type Config struct {
 	DBMaxConns      int32         // pool size
 	Demo            bool          // load the demo organisation into an empty database
 	Node            string        // gateway node name; empty generates host-pid-random
+	DebugAddr       string        // listen address of /debug/pprof; empty: none
 }
 
 // setting binds one flag to one environment variable.
@@ -57,6 +58,7 @@ var settings = []setting{
 	{"argon2-memory", "ZHANGBAN_ARGON2_MEMORY_KIB", "19456", "argon2id memory in KiB for new password hashes", false},
 	{"db-max-conns", "ZHANGBAN_DB_MAX_CONNS", "20", "PostgreSQL pool size", false},
 	{"node", "ZHANGBAN_NODE", "", "name of this node in presence and logs; empty generates one", false},
+	{"debug-addr", "ZHANGBAN_DEBUG_ADDR", "", "listen address of /debug/pprof (profiling; keep it on loopback); empty: off", false},
 	{"demo", "ZHANGBAN_DEMO", "true", "load the demo organisation (Zhejiang, grids, demo members) into an empty database", false},
 }
 
@@ -108,6 +110,7 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, err
 		DatabaseURL:    get("database-url"),
 		NATSURL:        get("nats-url"),
 		Node:           get("node"),
+		DebugAddr:      get("debug-addr"),
 		LogFormat:      get("log-format"),
 		BootstrapAdmin: get("bootstrap-admin"),
 	}

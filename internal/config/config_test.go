@@ -16,18 +16,18 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Addr != "127.0.0.1:8080" || c.DataDir != "./data" || c.AccessTTL != 15*time.Minute || c.DatabaseURL != "" || c.JWTKey != nil {
+	if c.Addr != "127.0.0.1:8080" || c.DataDir != "./data" || c.AccessTTL != 15*time.Minute || c.DatabaseURL != "" || c.JWTKey != nil || c.DebugAddr != "" {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
 
 func TestFlagBeatsEnvironment(t *testing.T) {
-	c, err := Parse("serve", []string{"--addr", "127.0.0.1:9000"}, env(map[string]string{"ZHANGBAN_ADDR": "127.0.0.1:7000", "ZHANGBAN_DATA_DIR": "/srv/zb"}))
+	c, err := Parse("serve", []string{"--addr", "127.0.0.1:9000"}, env(map[string]string{"ZHANGBAN_ADDR": "127.0.0.1:7000", "ZHANGBAN_DATA_DIR": "/srv/zb", "ZHANGBAN_DEBUG_ADDR": "127.0.0.1:6060"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Addr != "127.0.0.1:9000" || c.DataDir != "/srv/zb" {
-		t.Fatalf("got %s %s", c.Addr, c.DataDir)
+	if c.Addr != "127.0.0.1:9000" || c.DataDir != "/srv/zb" || c.DebugAddr != "127.0.0.1:6060" {
+		t.Fatalf("got %s %s %s", c.Addr, c.DataDir, c.DebugAddr)
 	}
 }
 
