@@ -12,6 +12,8 @@
 #
 #   scripts/bench-org.sh                      # everything (about 12 minutes)
 #   RUNS=1 DURATION=3s scripts/bench-org.sh   # quicker
+#   LIMIT=50 PHASES=subtree CLIENTS=1 scripts/bench-org.sh
+#       the subtree at the default page size (50) instead of the largest
 #   KEEP=/tmp/bench-org-data scripts/bench-org.sh
 #       keeps the data directory (database and users) in $KEEP and, when it
 #       is already there from an earlier run, skips the fetch, the import and
@@ -24,6 +26,8 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 CLIENTS=${CLIENTS:-4 1}
+LIMIT=${LIMIT:-500} # subtree page size (search pages stay at 50)
+PHASES=${PHASES:-children,ancestors,subtree,people-name,people-pinyin,people-initials,people-mobile}
 PORT=${PORT:-18095}
 OUT=${OUT:-/tmp/bench-org.txt}
 B=http://127.0.0.1:$PORT
@@ -141,7 +145,7 @@ for c in $CLIENTS; do
 		for i in $(seq "$RUNS"); do
 			echo "=== clients=$c user=$u run=$i" | tee -a "$OUT" >&2
 			"$work/loadgen" org --target "$B" --login "$u" --password bench-password \
-				--clients "$c" --duration "$DURATION" --warmup "$WARMUP" --json 2>/dev/null | tee -a "$OUT" | grep -v '^{' >&2
+				--clients "$c" --duration "$DURATION" --warmup "$WARMUP" --limit "$LIMIT" --phases "$PHASES" --json 2>/dev/null | tee -a "$OUT" | grep -v '^{' >&2
 		done
 	done
 done
