@@ -528,7 +528,7 @@ func (w *memberWriter) people(ctx context.Context) error {
 			b = append(b, '\t')
 			b = copyText(b, p.initials)
 			b = append(b, '\t')
-			b = append(b, p.mobile...)
+			b = copyNullText(b, p.mobile) // PlaceAccounts places accounts without one
 			b = append(b, '\t')
 			b = copyInt(b, w.version)
 			return append(b, '\n')

@@ -9,8 +9,7 @@
 #   fanout     FANOUT_CONNS (100,000) clients over 6 gateways, members of groups
 #              of FANOUT_SIZE (2,000); one message into every group at once,
 #              from FANOUT_CONNS/19,000 load generator processes (ws-merge
-#              combines them). Not in the default set: its setup takes about
-#              an hour at 100,000 accounts.
+#              combines them). Not in the default set.
 #
 # It builds zhangban, the load generator and nats-server, starts NATS and
 # node n1 (which owns the managed PostgreSQL and serves the HTTP API the
@@ -18,9 +17,15 @@
 # attached to the same database and NATS. Each run gets fresh gateways, so
 # RSS figures start from a new process. Everything started is stopped on exit.
 #
-# Setting up CONNS accounts is slow (about 30 accounts/s on 2 cores: each
-# is an account, a unit position and a sign-in); keep BENCH_DIR to reuse
-# them: the second run skips setup.
+# Setup: the load generator makes a unit through the API; `zhangban
+# accounts seed` then writes the accounts wslg-1…N straight into n1's
+# database (it attaches to n1's managed PostgreSQL through --data-dir),
+# each a member of the unit with one session, and their tokens into
+# accounts.jsonl: seconds, where the API took 30-50 accounts/s (about 8
+# minutes for 19,000, 45 for 100,000). ws-setup --accounts puts them into
+# the state file and makes the groups and direct pairs through the API.
+# Keep BENCH_DIR to reuse the groups and pairs: a second run only seeds
+# again, which reuses the accounts and gives them fresh sessions.
 #
 #   scripts/bench-ws.sh                    # all four
 #   RUNS=5 scripts/bench-ws.sh idle storm
@@ -66,13 +71,17 @@ API=127.0.0.1:18081
 "$dir/bin/nats-server" -a 127.0.0.1 -p 14222 >"$dir/out/nats.log" 2>&1 &
 pids+=($!)
 
+# The settings every zhangban process shares (database, signing key, token
+# lifetime), so that what one writes the others accept. Run through env,
+# which execs zhangban: $! of a node is then zhangban's own pid.
+zbenv=(ZHANGBAN_DEMO=false ZHANGBAN_BOOTSTRAP_ADMIN=admin:admin-password
+	ZHANGBAN_ARGON2_TIME=1 ZHANGBAN_ARGON2_MEMORY_KIB=1024 ZHANGBAN_ACCESS_TTL=24h
+	ZHANGBAN_LOG_LEVEL=warn ZHANGBAN_DATA_DIR="$dir/data"
+	ZHANGBAN_JWT_KEY="$(cat "$dir/jwt.key")" NATS_URL="nats://$NATS")
+
 # node NAME ADDR: starts a zhangban node; its pid is in $node_pid.
 node() {
-	ZHANGBAN_DEMO=false ZHANGBAN_BOOTSTRAP_ADMIN=admin:admin-password \
-		ZHANGBAN_ARGON2_TIME=1 ZHANGBAN_ARGON2_MEMORY_KIB=1024 ZHANGBAN_ACCESS_TTL=24h \
-		ZHANGBAN_LOG_LEVEL=warn ZHANGBAN_ADDR="$2" ZHANGBAN_DATA_DIR="$dir/data" \
-		ZHANGBAN_JWT_KEY="$(cat "$dir/jwt.key")" NATS_URL="nats://$NATS" ZHANGBAN_NODE="$1" \
-		"$dir/bin/zhangban" serve >>"$dir/out/$1.log" 2>&1 &
+	env "${zbenv[@]}" ZHANGBAN_ADDR="$2" ZHANGBAN_NODE="$1" "$dir/bin/zhangban" serve >>"$dir/out/$1.log" 2>&1 &
 	node_pid=$!
 	pids+=("$node_pid")
 	for _ in $(seq 300); do
@@ -88,8 +97,19 @@ stop_node() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do 
 node n1 "$API"
 lg() { "$dir/bin/loadgen" "$@" --api "http://$API" --state "$dir/state.json"; }
 
+# seed N: accounts wslg-1…N, members of the state's unit (made now if it has
+# none) and signed in, into $dir/accounts.jsonl. n1 runs meanwhile: the seed
+# attaches to its PostgreSQL, and all is one transaction.
+seed() {
+	local unit
+	unit=$(lg ws-setup --targets "$API" --admin admin:admin-password --unit-only)
+	env "${zbenv[@]}" "$dir/bin/zhangban" accounts seed --prefix wslg- --count "$1" --unit "$unit" \
+		--title load --password wslg-password --device wslg-device --out "$dir/accounts.jsonl" >&2
+}
+
 echo "setup: $CONNS accounts, 10 groups of $((CONNS / 10)), $((CONNS / 2)) direct pairs (reused from $dir/state.json)" >&2
-lg ws-setup --targets "$API" --admin admin:admin-password --conns "$CONNS" \
+seed "$CONNS"
+lg ws-setup --targets "$API" --accounts "$dir/accounts.jsonl" --conns "$CONNS" \
 	--groups 10 --group-size $((CONNS / 10)) --pairs $((CONNS / 2)) --setup-workers 48 >&2
 
 # median FIELD FILE…: the median of a numeric JSON field over result files.
@@ -154,7 +174,8 @@ case_storm() {
 
 case_fanout() {
 	local groups=$((FANOUT_CONNS / FANOUT_SIZE)) shards=${FANOUT_SHARDS:-$(((FANOUT_CONNS + 18999) / 19000))} out=()
-	lg ws-setup --targets "$API" --admin admin:admin-password --conns "$FANOUT_CONNS" \
+	seed "$FANOUT_CONNS"
+	lg ws-setup --targets "$API" --accounts "$dir/accounts.jsonl" --conns "$FANOUT_CONNS" \
 		--groups "$groups" --group-size "$FANOUT_SIZE" --setup-workers 48 >&2
 	local targets=127.0.0.1:18082,127.0.0.1:18083,127.0.0.1:18084,127.0.0.1:18085,127.0.0.1:18086,127.0.0.1:18087
 	for i in $(seq "$RUNS"); do

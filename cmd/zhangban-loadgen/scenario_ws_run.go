@@ -34,15 +34,44 @@ func (r *wsRun) planSpread(i int) []string {
 // runWSSetup only makes accounts, groups and pairs, for shards to share.
 func runWSSetup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var groups, size, pairs int
+	var accounts string
+	var unitOnly bool
 	r, err := parseWSFlags("ws-setup", args, stderr, func(fs *flag.FlagSet) {
 		fs.IntVar(&groups, "groups", 0, "groups to make (with --group-size)")
 		fs.IntVar(&size, "group-size", 0, "members per group, owner included (at most 2000)")
 		fs.IntVar(&pairs, "pairs", 0, "direct conversations between accounts 2k and 2k+1 to make")
-	}, "Makes --conns accounts in one unit, and the groups and pairs asked for, into --state.")
+		fs.StringVar(&accounts, "accounts", "", "take the accounts from this `file`, written by \"zhangban accounts seed --prefix wslg- --unit <the state's unit>\", instead of making them through the API")
+		fs.BoolVar(&unitOnly, "unit-only", false, "only make the unit the accounts go in (needs --admin), print its id and stop: for zhangban accounts seed --unit")
+	}, "Makes --conns accounts in one unit, and the groups and pairs asked for, into --state.\n"+
+		"Accounts made by the API take long (30-50 a second); zhangban accounts seed makes them in seconds:\n"+
+		"  unit=$(zhangban-loadgen ws-setup --unit-only --admin … --state S)\n"+
+		"  zhangban accounts seed --prefix wslg- --count N --unit $unit --password … --device wslg-device --out F\n"+
+		"  zhangban-loadgen ws-setup --accounts F --conns N --groups … --state S")
 	if err != nil {
 		return err
 	}
+	if unitOnly {
+		r.setup = &wsSetup{api: r.api, workers: r.f.workers, progress: r.stderr}
+		if err := r.adminSetup(ctx, func() error { return r.setup.unit(ctx, r.st) }); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintln(stdout, r.st.Unit)
+		return err
+	}
 	need := max(r.f.conns, groups*size, 2*pairs)
+	if accounts != "" {
+		n, err := r.st.loadSeeded(accounts)
+		if err != nil {
+			return err
+		}
+		if n < need {
+			return fmt.Errorf("%s has %d accounts, this setup needs %d: seed with --count %d", accounts, n, need, need)
+		}
+		if err := r.st.save(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "setup: %d accounts with tokens from %s, unit %d\n", n, accounts, r.st.Unit)
+	}
 	if err := r.prepare(ctx, need); err != nil {
 		return err
 	}

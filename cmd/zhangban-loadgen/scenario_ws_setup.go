@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,11 +19,15 @@ import (
 
 // The WebSocket scenarios need many accounts that can see each other, and
 // groups and direct conversations between them. Making 100,000 accounts
-// takes minutes, so everything made is kept in a state file (--state) and
-// reused by later runs against the same server: accounts wslg-1…N, one
-// province unit holding them all (visibility is by unit), groups by layout
+// through the API takes most of an hour (30-50 a second: create, place,
+// sign in), so everything made is kept in a state file (--state) and reused
+// by later runs against the same server: accounts wslg-1…N, one province
+// unit holding them all (visibility is by unit), groups by layout
 // ("10x1900": ten groups of 1,900 consecutive accounts, the first the
-// owner) and direct conversations by pair count.
+// owner) and direct conversations by pair count. The accounts can instead
+// come from `zhangban accounts seed` on the server side, which writes them
+// in bulk in seconds (ws-setup --unit-only, then seed, then ws-setup
+// --accounts FILE; scripts/bench-ws.sh does this).
 
 // wsAccountPrefix names the accounts the WebSocket scenarios create.
 const wsAccountPrefix = "wslg-"
@@ -100,20 +107,26 @@ type wsSetup struct {
 	progress   io.Writer
 }
 
+// unit makes sure the state has the province unit the accounts sit in.
+func (s *wsSetup) unit(ctx context.Context, st *wsState) error {
+	if st.Unit != 0 {
+		return nil
+	}
+	var u struct {
+		ID int64 `json:"id"`
+	}
+	body, _ := json.Marshal(map[string]any{"name": "zhangban-loadgen " + strconv.FormatInt(time.Now().Unix(), 10)})
+	if _, err := s.api.postJSON(ctx, "/v1/org/units", s.adminToken, body, &u); err != nil {
+		return fmt.Errorf("creating the province unit for the accounts: %w", err)
+	}
+	st.Unit = u.ID
+	return st.save()
+}
+
 // accounts makes sure accounts 0…n-1 exist, sit in the unit and have tokens.
 func (s *wsSetup) accounts(ctx context.Context, st *wsState, n int) error {
-	if st.Unit == 0 {
-		var u struct {
-			ID int64 `json:"id"`
-		}
-		body, _ := json.Marshal(map[string]any{"name": "zhangban-loadgen " + strconv.FormatInt(time.Now().Unix(), 10)})
-		if _, err := s.api.postJSON(ctx, "/v1/org/units", s.adminToken, body, &u); err != nil {
-			return fmt.Errorf("creating the province unit for the accounts: %w", err)
-		}
-		st.Unit = u.ID
-		if err := st.save(); err != nil {
-			return err
-		}
+	if err := s.unit(ctx, st); err != nil {
+		return err
 	}
 	for len(st.Accounts) < n {
 		st.Accounts = append(st.Accounts, wsAccount{})
@@ -173,6 +186,70 @@ func (s *wsSetup) account(ctx context.Context, st *wsState, i int) error {
 	st.Accounts[i] = a
 	st.mu.Unlock()
 	return nil
+}
+
+// seededAccount is one line of the file `zhangban accounts seed --out`
+// writes; the fields the load generator uses.
+type seededAccount struct {
+	Login string `json:"login"`
+	ID    int64  `json:"id"`
+	Unit  int64  `json:"unit"`
+	Token string `json:"token"`
+}
+
+// loadSeeded takes the accounts wslg-1…wslg-N from a file written by
+// `zhangban accounts seed --prefix wslg-`, which makes, places and signs in
+// 100,000 accounts in seconds where the API takes most of an hour. They
+// replace the tokens of the state's accounts; an account the state knows
+// under another id, or a unit other than the state's, means the state was
+// made against another database, and is refused. It returns N.
+func (st *wsState) loadSeeded(path string) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var seeded []seededAccount
+	dec := json.NewDecoder(bufio.NewReaderSize(f, 256<<10))
+	for {
+		var a seededAccount
+		if err := dec.Decode(&a); err == io.EOF {
+			break
+		} else if err != nil {
+			return 0, fmt.Errorf("%s: %w", path, err)
+		}
+		seeded = append(seeded, a)
+	}
+	if len(seeded) == 0 {
+		return 0, fmt.Errorf("%s has no accounts", path)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	unit := seeded[0].Unit
+	if st.Unit != 0 && st.Unit != unit {
+		return 0, fmt.Errorf("%s places its accounts in unit %d, but the state's are in unit %d: seed with --unit %d, or use a fresh --state", path, unit, st.Unit, st.Unit)
+	}
+	accounts := slices.Clone(st.Accounts)
+	for len(accounts) < len(seeded) {
+		accounts = append(accounts, wsAccount{})
+	}
+	seen := make([]bool, len(seeded))
+	for _, a := range seeded {
+		n, err := strconv.Atoi(strings.TrimPrefix(a.Login, wsAccountPrefix))
+		switch {
+		case err != nil || !strings.HasPrefix(a.Login, wsAccountPrefix) || n < 1 || n > len(seeded) || seen[n-1]:
+			return 0, fmt.Errorf("%s: account %q: want %s1 … %s%d, each once (zhangban accounts seed --prefix %s)", path, a.Login, wsAccountPrefix, wsAccountPrefix, len(seeded), wsAccountPrefix)
+		case a.Unit != unit || a.ID <= 0 || a.Token == "":
+			return 0, fmt.Errorf("%s: account %s lacks its id or token, or is in another unit than the others", path, a.Login)
+		}
+		seen[n-1] = true
+		if old := accounts[n-1].ID; old != 0 && old != a.ID {
+			return 0, fmt.Errorf("the state has %s as account %d, %s as %d: the state was made against another database; use a fresh --state", a.Login, old, path, a.ID)
+		}
+		accounts[n-1] = wsAccount{ID: a.ID, Member: true, Token: a.Token}
+	}
+	st.Unit, st.Accounts = unit, accounts
+	return len(seeded), nil
 }
 
 // groups makes sure the layout of g groups of size consecutive accounts

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -32,5 +36,49 @@ func TestDeliveryCheckIsExact(t *testing.T) {
 	d = fl.check(expectation{members: map[int64][]*wsClient{7: {a, b}}, perConv: 4})
 	if d.Expected != 8 || d.Lost != 2 || d.Delivered != 6 {
 		t.Fatalf("count check = %+v", d)
+	}
+}
+
+func TestLoadSeeded(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.jsonl", `{"login":"wslg-2","id":12,"unit":5,"token":"t2","refresh_token":"r2"}
+{"login":"wslg-1","id":11,"unit":5,"token":"t1","refresh_token":"r1"}
+`)
+	st := &wsState{Accounts: []wsAccount{{ID: 11, Member: true, Token: "old"}}}
+	n, err := st.loadSeeded(good)
+	if err != nil || n != 2 || st.Unit != 5 {
+		t.Fatalf("loadSeeded = %d %v, unit %d", n, err, st.Unit)
+	}
+	if want := []wsAccount{{ID: 11, Member: true, Token: "t1"}, {ID: 12, Member: true, Token: "t2"}}; !slices.Equal(st.Accounts, want) {
+		t.Fatalf("accounts %+v, want %+v", st.Accounts, want)
+	}
+	for name, c := range map[string]struct {
+		st   *wsState
+		text string
+		want string
+	}{
+		"other unit":   {&wsState{Unit: 4}, `{"login":"wslg-1","id":11,"unit":5,"token":"t"}`, "seed with --unit 4"},
+		"other db":     {&wsState{Accounts: []wsAccount{{ID: 99}}}, `{"login":"wslg-1","id":11,"unit":5,"token":"t"}`, "another database"},
+		"other prefix": {&wsState{}, `{"login":"lg-1","id":11,"unit":5,"token":"t"}`, "want wslg-1"},
+		"gap":          {&wsState{}, `{"login":"wslg-2","id":11,"unit":5,"token":"t"}`, "want wslg-1 … wslg-1"},
+		"twice":        {&wsState{}, `{"login":"wslg-1","id":11,"unit":5,"token":"t"}{"login":"wslg-1","id":11,"unit":5,"token":"t"}`, "each once"},
+		"no token":     {&wsState{}, `{"login":"wslg-1","id":11,"unit":5}`, "lacks"},
+		"empty":        {&wsState{}, ``, "no accounts"},
+		"not json":     {&wsState{}, `login,id`, "invalid character"},
+	} {
+		before := slices.Clone(c.st.Accounts)
+		if _, err := c.st.loadSeeded(write(name, c.text)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", name, err, c.want)
+		}
+		if !slices.Equal(c.st.Accounts, before) {
+			t.Errorf("%s: the state changed", name)
+		}
 	}
 }

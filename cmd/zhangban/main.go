@@ -4,6 +4,7 @@
 //	zhangban migrate [--data-dir DIR]                        apply schema migrations and exit
 //	zhangban keys rotate [--data-dir DIR]                    start signing with a new key
 //	zhangban org import|generate-grids|stats …               organisation tree tools
+//	zhangban accounts seed --prefix P --count N --unit ID …  bulk test accounts with tokens
 //	zhangban version
 //
 // Every flag can also be set by an environment variable (zhangban serve -h
@@ -50,6 +51,7 @@ commands:
   migrate       apply pending schema migrations and exit
   keys rotate   generate a new token signing key in the data directory
   org           import the organisation tree and members, generate grids, count (zhangban org -h)
+  accounts seed make N signed-in test accounts in a unit, tokens to a file (zhangban accounts -h)
   version       print the version
 
 Run "zhangban serve -h" for the flags; each has an environment variable too.
@@ -87,6 +89,8 @@ func run(ctx context.Context, stopSignals func(), args []string, getenv func(str
 		return rotateKeys(cfg, stdout)
 	case "org":
 		return orgCmd(ctx, args, getenv, stdout, stderr)
+	case "accounts":
+		return accountsCmd(ctx, args, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "zhangban", version)
 		return nil

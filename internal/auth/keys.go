@@ -72,6 +72,17 @@ func LoadOrCreateKeyring(dir string) (*Keyring, bool, error) {
 	return ringOf(kf), false, nil
 }
 
+// LoadKeyring reads the keyring in dir and, unlike LoadOrCreateKeyring,
+// never makes one: a tool that signs tokens for a server must use the
+// server's key, and a new one would only sign tokens the server rejects.
+func LoadKeyring(dir string) (*Keyring, error) {
+	kf, err := readKeyFile(filepath.Join(dir, KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	return ringOf(kf), nil
+}
+
 // RotateKeyFile puts a new signing key at the front of the keyring in dir and
 // keeps the previous ones for verification. Running servers pick it up when
 // they restart.

@@ -107,6 +107,9 @@ type LoginRequest struct {
 
 const maxPasswordLen = 256
 
+// reasonReplaced is why a device's session ends when the device signs in again.
+const reasonReplaced = "replaced by a new sign-in on the device"
+
 // Login checks the password and opens a session.
 func (s *Service) Login(ctx context.Context, r LoginRequest) (TokenPair, error) {
 	login := normalizeLogin(r.Login)
@@ -144,18 +147,15 @@ func (s *Service) Login(ctx context.Context, r LoginRequest) (TokenPair, error) 
 			s.log.WarnContext(ctx, "rehash failed", "account", id, "err", err)
 		}
 	}
-	device := strings.TrimSpace(r.Device)
-	if utf8.RuneCountInString(device) > 128 {
-		device = string([]rune(device)[:128])
-	}
+	device := normalizeDevice(r.Device)
 	var pair TokenPair
 	err = db.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := succeeded(ctx, tx, keys); err != nil {
 			return err
 		}
 		if device != "" {
-			if _, err := tx.Exec(ctx, `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'replaced by a new sign-in on the device'
-				WHERE account_id = $1 AND device = $2 AND revoked_at IS NULL`, id, device); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $3
+				WHERE account_id = $1 AND device = $2 AND revoked_at IS NULL`, id, device, reasonReplaced); err != nil {
 				return err
 			}
 		}
@@ -173,10 +173,7 @@ func (s *Service) Login(ctx context.Context, r LoginRequest) (TokenPair, error) 
 
 // issue creates a refresh token for session sid and signs an access token.
 func (s *Service) issue(ctx context.Context, tx pgx.Tx, accountID, sid int64) (TokenPair, error) {
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	refresh := "zbr_" + base64.RawURLEncoding.EncodeToString(raw)
-	sum := sha256.Sum256([]byte(refresh))
+	refresh, sum := newRefreshToken()
 	if _, err := tx.Exec(ctx, `INSERT INTO auth_refresh_tokens (hash, session_id) VALUES ($1, $2)`, sum[:], sid); err != nil {
 		return TokenPair{}, err
 	}
@@ -185,6 +182,14 @@ func (s *Service) issue(ctx context.Context, tx pgx.Tx, accountID, sid int64) (T
 		return TokenPair{}, err
 	}
 	return TokenPair{AccessToken: access, RefreshToken: refresh, ExpiresIn: int(s.set.AccessTTL / time.Second), TokenType: "Bearer"}, nil
+}
+
+// newRefreshToken returns a new refresh token and the SHA-256 stored for it.
+func newRefreshToken() (string, [sha256.Size]byte) {
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	refresh := "zbr_" + base64.RawURLEncoding.EncodeToString(raw)
+	return refresh, sha256.Sum256([]byte(refresh))
 }
 
 // Refresh rotates a refresh token. Presenting a token that was rotated
@@ -411,6 +416,15 @@ func (s *Service) Bootstrap(ctx context.Context, loginPassword string) (created 
 }
 
 func normalizeLogin(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// normalizeDevice trims a client's device id to what a session stores.
+func normalizeDevice(s string) string {
+	s = strings.TrimSpace(s)
+	if utf8.RuneCountInString(s) > 128 {
+		s = string([]rune(s)[:128])
+	}
+	return s
+}
 
 // SetClock replaces the clock used for token times; for tests.
 func (s *Service) SetClock(now func() time.Time) { s.now = now }
