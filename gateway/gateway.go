@@ -224,35 +224,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "unsupported_protocol", "offer the WebSocket subprotocol "+Subprotocol)
 		return
 	}
-	var p *auth.Principal
-	if h := r.Header.Get("Authorization"); h != "" {
-		token, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok {
-			httpError(w, http.StatusUnauthorized, "unauthenticated", "Authorization must be \"Bearer <access token>\"")
-			return
-		}
-		pr, err := g.auth.Authenticate(r.Context(), token)
-		if err != nil {
-			code := "unauthenticated"
-			if errors.Is(err, auth.ErrTokenExpired) {
-				code = "token_expired"
-			}
-			httpError(w, http.StatusUnauthorized, code, "the access token is not valid: "+err.Error())
-			return
-		}
-		p = &pr
-	}
-	// Admission: during a reconnect storm, refusing early with a jittered
-	// Retry-After beats accepting everyone and timing out half of them.
+	// Admission, before anything touches the database: during a reconnect
+	// storm, refusing early with a jittered Retry-After beats accepting
+	// everyone and timing out half of them. The refused connection is
+	// closed, not kept alive for a next request that will not come.
 	select {
 	case g.admit <- struct{}{}:
 	default:
 		g.metrics.refusedUpgrades.Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(1+mrand.IntN(5)))
+		w.Header().Set("Connection", "close")
 		httpError(w, http.StatusServiceUnavailable, "unavailable", "too many connections are being set up; retry after the Retry-After delay")
 		return
 	}
-	c := g.accept(w, r, p)
+	c := g.authAndAccept(w, r)
 	<-g.admit
 	if c == nil {
 		return
@@ -272,6 +257,31 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer g.closed()
 		c.serve()
 	}()
+}
+
+// authAndAccept checks an Authorization header, if any, then upgrades and
+// sets the connection up; nil when it did not come up (the client has been
+// answered). It runs holding an admission slot.
+func (g *Gateway) authAndAccept(w http.ResponseWriter, r *http.Request) *Conn {
+	var p *auth.Principal
+	if h := r.Header.Get("Authorization"); h != "" {
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			httpError(w, http.StatusUnauthorized, "unauthenticated", "Authorization must be \"Bearer <access token>\"")
+			return nil
+		}
+		pr, err := g.auth.Authenticate(r.Context(), token)
+		if err != nil {
+			code := "unauthenticated"
+			if errors.Is(err, auth.ErrTokenExpired) {
+				code = "token_expired"
+			}
+			httpError(w, http.StatusUnauthorized, code, "the access token is not valid: "+err.Error())
+			return nil
+		}
+		p = &pr
+	}
+	return g.accept(w, r, p)
 }
 
 // accept upgrades and sets up a connection while holding an admission

@@ -364,7 +364,9 @@ func TestHeartbeat(t *testing.T) {
 func TestAdmissionDuringAStorm(t *testing.T) {
 	// Four connections waiting to authenticate hold the four set-up slots of
 	// the test gateway: the fifth upgrade is refused with 503 and
-	// Retry-After, and accepted again once they are done.
+	// Retry-After before its token is looked at (nothing reaches the
+	// database), its connection is closed rather than kept alive, and it is
+	// accepted again once they are done.
 	e := newEnv(t, 1)
 	var waiting []*raw
 	for range 4 {
@@ -372,7 +374,7 @@ func TestAdmissionDuringAStorm(t *testing.T) {
 	}
 	_, resp, err := websocket.Dial(context.Background(), e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + e.tokens[0]}}})
-	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !resp.Close {
 		t.Fatalf("upgrade beyond the set-up limit: %v %v", err, resp)
 	}
 	for i, r := range waiting {
