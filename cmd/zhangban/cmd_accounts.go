@@ -122,14 +122,11 @@ func accountsCmd(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	d, err := openDatabase(ctx, cfg, log)
+	d, err := openMigrated(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer d.close(context.WithoutCancel(ctx))
-	if _, err := db.Migrate(ctx, d.pool, log, components()...); err != nil {
-		return err
-	}
 	if err := org.CheckActiveUnit(ctx, d.pool, f.unit); err != nil {
 		switch {
 		case errors.Is(err, org.ErrNotFound):

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/zhangban/zhangban/internal/config"
-	"github.com/zhangban/zhangban/internal/db"
 	"github.com/zhangban/zhangban/org"
 )
 
@@ -81,14 +80,11 @@ func orgCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	d, err := openDatabase(ctx, cfg, log)
+	d, err := openMigrated(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer d.close(context.WithoutCancel(ctx))
-	if _, err := db.Migrate(ctx, d.pool, log, components()...); err != nil {
-		return err
-	}
 	opts := org.ImportOptions{Log: log, Progress: stderr}
 	switch sub {
 	case "import":

@@ -12,7 +12,6 @@ import (
 
 	"github.com/zhangban/zhangban/internal/authz"
 	"github.com/zhangban/zhangban/internal/config"
-	"github.com/zhangban/zhangban/internal/db"
 	"github.com/zhangban/zhangban/org"
 )
 
@@ -62,14 +61,11 @@ func orgUnitCmd(ctx context.Context, args []string, getenv func(string) string, 
 		}
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d, err := openDatabase(ctx, cfg, log)
+	d, err := openMigrated(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer d.close(context.WithoutCancel(ctx))
-	if _, err := db.Migrate(ctx, d.pool, log, components()...); err != nil {
-		return err
-	}
 	tree, err := org.LoadTree(ctx, d.pool, nil, log)
 	if err != nil {
 		return err

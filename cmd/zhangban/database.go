@@ -59,6 +59,20 @@ func openDatabase(ctx context.Context, cfg *config.Config, log *slog.Logger) (*d
 	return d, nil
 }
 
+// openMigrated opens the database and brings its schema up to date, for
+// the commands that work on it directly; the caller closes it.
+func openMigrated(ctx context.Context, cfg *config.Config, log *slog.Logger) (*database, error) {
+	d, err := openDatabase(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := db.Migrate(ctx, d.pool, log, components()...); err != nil {
+		d.close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return d, nil
+}
+
 func (d *database) close(ctx context.Context) error {
 	if d.pool != nil {
 		d.pool.Close()
