@@ -110,12 +110,9 @@ func runWSIdle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := r.prepare(ctx, r.f.conns); err != nil {
 		return err
 	}
-	before := r.scrape(ctx)
-	fl := &fleet{r: r}
-	r.fleet = fl
+	fl, s := r.start(ctx, "ws-idle")
 	defer fl.close()
 	t0 := time.Now()
-	s := &wsSummary{Scenario: "ws-idle", Conns: r.hi - r.lo, ServersBefore: before}
 	if err := fl.connect(ctx, r.planSpread, false, connectTimeout); err != nil {
 		s.StoppedEarly = err.Error()
 		return r.finish(s, stdout)
@@ -125,7 +122,7 @@ func runWSIdle(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	sleepCtx(ctx, r.f.settle+r.f.duration)
 	stop()
 	s.Servers = r.scrape(ctx)
-	s.RSSPerConn = rssPerConn(before, s.Servers)
+	s.RSSPerConn = rssPerConn(s.ServersBefore, s.Servers)
 	s.Disconnects = fl.disc.Load()
 	if n := fl.connected.Load(); n != int64(len(fl.clients)) {
 		s.StoppedEarly = fmt.Sprintf("%d of %d connections were down at the end", int64(len(fl.clients))-n, len(fl.clients))
@@ -288,11 +285,8 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	before := r.scrape(ctx)
-	fl := &fleet{r: r}
-	r.fleet = fl
+	fl, s := r.start(ctx, "ws-broadcast")
 	defer fl.close()
-	s := &wsSummary{Scenario: "ws-broadcast", Conns: r.hi - r.lo, ServersBefore: before}
 	t0 := time.Now()
 	if err := fl.connect(ctx, r.planSpread, true, connectTimeout); err != nil {
 		s.StoppedEarly = err.Error()
@@ -314,16 +308,14 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 	}
 	var log seqLog
-	api, err := newAPIClient(r.f.api, inflight+8, 60*time.Second)
+	sd, closeAPI, err := r.groupSender(rate, inflight, func(n int64) (int64, string) {
+		g := mine[int(n)%len(mine)]
+		return convs[g], r.st.Accounts[g*size].Token
+	}, &log)
 	if err != nil {
 		return err
 	}
-	defer api.close()
-	sd := &sender{rate: rate, inflight: inflight}
-	sd.send = r.httpGroupSend(api, func(n int64) (int64, string) {
-		g := mine[int(n)%len(mine)]
-		return convs[g], r.st.Accounts[g*size].Token
-	}, log.add)
+	defer closeAPI()
 	var count int64
 	until := time.Now().Add(r.f.duration)
 	if burst > 0 {
@@ -364,11 +356,33 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fl.waitDelivered(ctx, want, drain)
 	stop()
-	return r.report(ctx, fl, s, exp, sd, sendStart, before, stdout)
+	return r.report(ctx, fl, s, exp, sd, sendStart, stdout)
+}
+
+// start samples the servers before a scenario and makes the fleet its
+// connections go in (the caller closes it) and the summary it fills.
+func (r *wsRun) start(ctx context.Context, scenario string) (*fleet, *wsSummary) {
+	s := &wsSummary{Scenario: scenario, Conns: r.hi - r.lo, ServersBefore: r.scrape(ctx)}
+	fl := &fleet{r: r}
+	r.fleet = fl
+	return fl, s
+}
+
+// groupSender sends group messages over HTTP (--api) as the conversation's
+// owner that convOf names, recording what was stored in log; done ends
+// its HTTP client.
+func (r *wsRun) groupSender(rate float64, inflight int, convOf func(n int64) (conv int64, token string), log *seqLog) (sd *sender, done func(), err error) {
+	api, err := newAPIClient(r.f.api, inflight+8, 60*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	sd = &sender{rate: rate, inflight: inflight}
+	sd.send = r.httpGroupSend(api, convOf, log.add)
+	return sd, api.close, nil
 }
 
 // report fills in the common parts of a sending scenario's summary.
-func (r *wsRun) report(ctx context.Context, fl *fleet, s *wsSummary, exp expectation, sd *sender, sendStart time.Time, before []serverSample, stdout io.Writer) error {
+func (r *wsRun) report(ctx context.Context, fl *fleet, s *wsSummary, exp expectation, sd *sender, sendStart time.Time, stdout io.Writer) error {
 	s.Servers = r.scrape(ctx)
 	s.Sent, s.SendErrors, s.Behind = int(sd.sent.Load()), int(sd.failed.Load()), int(sd.behind.Load())
 	if s.SendWindowS > 0 {
@@ -428,11 +442,8 @@ func runWSDirect(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	before := r.scrape(ctx)
-	fl := &fleet{r: r}
-	r.fleet = fl
+	fl, s := r.start(ctx, "ws-direct")
 	defer fl.close()
-	s := &wsSummary{Scenario: "ws-direct", Conns: r.hi - r.lo, ServersBefore: before}
 
 	// Per message: when it was sent, replied and delivered to the peer.
 	maxMsgs := int64(rate*r.f.duration.Seconds()*1.1) + 1000
@@ -497,7 +508,7 @@ func runWSDirect(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	slices.Sort(round)
 	rl := latencyStats(round)
 	s.RoundLatency = &rl
-	return r.report(ctx, fl, s, exp, sd, sendStart, before, stdout)
+	return r.report(ctx, fl, s, exp, sd, sendStart, stdout)
 }
 
 // runWSStorm kills the node every client is on and measures the resync.
@@ -535,11 +546,8 @@ func runWSStorm(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	before := r.scrape(ctx)
-	fl := &fleet{r: r}
-	r.fleet = fl
+	fl, s := r.start(ctx, "ws-storm")
 	defer fl.close()
-	s := &wsSummary{Scenario: "ws-storm", Conns: r.hi - r.lo, ServersBefore: before}
 	n := len(r.targets)
 	plan := func(i int) []string {
 		out := []string{r.targets[0]}
@@ -557,16 +565,14 @@ func runWSStorm(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	sleepCtx(ctx, r.f.settle)
 
 	var log seqLog
-	api, err := newAPIClient(r.f.api, inflight+8, 60*time.Second)
+	sd, closeAPI, err := r.groupSender(rate, inflight, func(n int64) (int64, string) {
+		g := int(n) % groups
+		return convs[g], r.st.Accounts[g*size].Token
+	}, &log)
 	if err != nil {
 		return err
 	}
-	defer api.close()
-	sd := &sender{rate: rate, inflight: inflight}
-	sd.send = r.httpGroupSend(api, func(n int64) (int64, string) {
-		g := int(n) % groups
-		return convs[g], r.st.Accounts[g*size].Token
-	}, log.add)
+	defer closeAPI()
 	sendStart := time.Now()
 	var killAt atomic.Int64
 	stop := fl.progress("storm", sendStart, func() string {
@@ -629,7 +635,7 @@ func runWSStorm(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fl.waitDelivered(ctx, want, drain)
 	stop()
-	return r.report(ctx, fl, s, exp, sd, sendStart, before, stdout)
+	return r.report(ctx, fl, s, exp, sd, sendStart, stdout)
 }
 
 func maxTime(a, b time.Time) time.Time {
