@@ -10,7 +10,8 @@
 // coalesced into one WebSocket message.
 //
 // Concurrency: authentication and set-up run on the HTTP handler's
-// goroutine (at most 512 at once; more upgrades get 503 + Retry-After).
+// goroutine (at most 512 at once; up to 4,096 more upgrades wait up to
+// 5 s for a turn, and the rest get 503 + Retry-After).
 // Then an idle connection has no goroutine at all: on Linux it is parked
 // with an epoll poller (poll_linux.go), which starts a goroutine when bytes
 // arrive; that goroutine hands every message to a pool of 128 workers,

@@ -73,8 +73,12 @@ type Deps struct {
 	// silent for 2.4 heartbeats (60 s by default) is dropped.
 	Heartbeat time.Duration
 	// MaxSettingUp bounds connections being authenticated and loaded at
-	// once (default 512); further upgrades get 503 with Retry-After.
-	MaxSettingUp int
+	// once (default 512). Further upgrades wait for a slot, at most
+	// AdmissionQueue of them (default 8 × MaxSettingUp) for at most
+	// AdmissionWait (default 5 s); the rest get 503 with Retry-After.
+	MaxSettingUp   int
+	AdmissionQueue int
+	AdmissionWait  time.Duration
 }
 
 // Gateway is the WebSocket endpoint of one node.
@@ -104,6 +108,9 @@ type Gateway struct {
 	subs        []*nats.Subscription
 	jobs        chan *Conn    // frames to handle, run by the workers
 	admit       chan struct{} // a slot per connection being set up (auth, load)
+	admitQueue  int64         // upgrades that may wait for a slot
+	admitWait   time.Duration // how long one may wait
+	waiting     atomic.Int64  // upgrades waiting for a slot
 	open        atomic.Int64  // connections set up or being set up
 	stop        chan struct{} // ends the maintenance goroutine
 	done        chan struct{} // closed when it has ended
@@ -117,8 +124,12 @@ type Gateway struct {
 const workers = 128
 
 // maxSettingUp bounds the connections being authenticated and loaded at
-// once; more upgrades are refused with 503 and Retry-After.
-const maxSettingUp = 512
+// once; more upgrades wait for a slot (admissionWait), and are refused
+// with 503 and Retry-After when too many wait or the wait runs out.
+const (
+	maxSettingUp  = 512
+	admissionWait = 5 * time.Second
+)
 
 func (g *Gateway) work() {
 	for c := range g.jobs {
@@ -189,6 +200,13 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 		d.MaxSettingUp = maxSettingUp
 	}
 	g.admit = make(chan struct{}, d.MaxSettingUp)
+	g.admitQueue, g.admitWait = int64(d.AdmissionQueue), d.AdmissionWait
+	if g.admitQueue <= 0 {
+		g.admitQueue = 8 * int64(d.MaxSettingUp)
+	}
+	if g.admitWait <= 0 {
+		g.admitWait = admissionWait
+	}
 	for range workers {
 		go g.work()
 	}
@@ -225,16 +243,22 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Admission, before anything touches the database: during a reconnect
-	// storm, refusing early with a jittered Retry-After beats accepting
-	// everyone and timing out half of them. The refused connection is
-	// closed, not kept alive for a next request that will not come.
-	select {
-	case g.admit <- struct{}{}:
-	default:
+	// storm, set-ups beyond the limit wait their turn (a refused client
+	// would have to come back with a new connection and request, which
+	// costs both sides more than waiting), and only when too many wait,
+	// or the wait runs out, is the upgrade refused with a jittered
+	// Retry-After. The refused connection is closed, not kept alive for a
+	// next request that will not come.
+	if !g.admitted(r.Context()) {
 		g.metrics.refusedUpgrades.Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(1+mrand.IntN(5)))
 		w.Header().Set("Connection", "close")
 		httpError(w, http.StatusServiceUnavailable, "unavailable", "too many connections are being set up; retry after the Retry-After delay")
+		return
+	}
+	if g.draining.Load() { // began while this upgrade waited
+		<-g.admit
+		httpError(w, http.StatusServiceUnavailable, "unavailable", "this node is shutting down; connect to another")
 		return
 	}
 	c := g.authAndAccept(w, r)
@@ -257,6 +281,35 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer g.closed()
 		c.serve()
 	}()
+}
+
+// admitted takes a set-up slot, waiting for one while fewer than
+// admitQueue upgrades wait, for at most admitWait; false when refused.
+func (g *Gateway) admitted(ctx context.Context) bool {
+	select {
+	case g.admit <- struct{}{}:
+		return true
+	default:
+	}
+	if g.waiting.Add(1) > g.admitQueue {
+		g.waiting.Add(-1)
+		return false
+	}
+	g.metrics.waitingUpgrades.Inc()
+	defer func() {
+		g.waiting.Add(-1)
+		g.metrics.waitingUpgrades.Dec()
+	}()
+	t := time.NewTimer(g.admitWait)
+	defer t.Stop()
+	select {
+	case g.admit <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	case <-g.stop:
+	}
+	return false
 }
 
 // authAndAccept checks an Authorization header, if any, then upgrades and

@@ -363,10 +363,10 @@ func TestHeartbeat(t *testing.T) {
 
 func TestAdmissionDuringAStorm(t *testing.T) {
 	// Four connections waiting to authenticate hold the four set-up slots of
-	// the test gateway: the fifth upgrade is refused with 503 and
-	// Retry-After before its token is looked at (nothing reaches the
-	// database), its connection is closed rather than kept alive, and it is
-	// accepted again once they are done.
+	// the test gateway: the fifth upgrade waits its 50 ms for a slot, then
+	// is refused with 503 and Retry-After before its token is looked at
+	// (nothing reaches the database), its connection is closed rather than
+	// kept alive, and it is accepted again once they are done.
 	e := newEnv(t, 1)
 	var waiting []*raw
 	for range 4 {
@@ -382,6 +382,68 @@ func TestAdmissionDuringAStorm(t *testing.T) {
 		r.expectReply(fmt.Sprint(i))
 	}
 	e.online(0)
+}
+
+func TestAdmissionQueue(t *testing.T) {
+	// With the four set-up slots held, the fifth upgrade waits for its
+	// turn instead of being refused, and is set up as soon as a slot frees;
+	// the sixth finds the queue (one place) full and is refused at once.
+	e := newEnvWith(t, 1, time.Hour, time.Second, func(d *Deps) {
+		d.AuthTimeout, d.AdmissionWait, d.AdmissionQueue = 10*time.Second, 10*time.Second, 1
+	})
+	var holding []*raw
+	for range 4 {
+		holding = append(holding, e.dial(nil))
+	}
+	header := http.Header{"Authorization": {"Bearer " + e.tokens[0]}}
+	admitted := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol}, HTTPHeader: header})
+		if err == nil {
+			_, buf, rerr := c.Read(ctx)
+			if rerr == nil && !strings.Contains(string(buf), `"hello"`) {
+				rerr = fmt.Errorf("first frame %s, want hello", buf)
+			}
+			err = rerr
+			c.CloseNow()
+		}
+		admitted <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.gw.waiting.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the fifth upgrade is not waiting for a slot")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	_, resp, err := websocket.Dial(context.Background(), e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol}, HTTPHeader: header})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("upgrade beyond the queue: %v %v", err, resp)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("refusing beyond the queue took %s; it should not wait", d)
+	}
+	select {
+	case err := <-admitted:
+		t.Fatalf("the waiting upgrade ended while every slot was held: %v", err)
+	default:
+	}
+	holding[0].send(map[string]any{"type": "auth", "id": "a", "data": map[string]any{"token": e.tokens[0]}})
+	holding[0].expectReply("a")
+	select {
+	case err := <-admitted:
+		if err != nil {
+			t.Fatalf("the waiting upgrade, once a slot freed: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting upgrade was not set up after a slot freed")
+	}
+	if n := e.gw.waiting.Load(); n != 0 {
+		t.Errorf("%d upgrades still counted as waiting", n)
+	}
 }
 
 func TestSignedOutSessionLosesItsSocket(t *testing.T) {

@@ -64,7 +64,7 @@ func newEnvTTL(t *testing.T, accounts int, ttl time.Duration) *env {
 }
 
 // newEnvWith sets the token lifetime and the heartbeat; the tick is fast.
-func newEnvWith(t *testing.T, accounts int, ttl, heartbeat time.Duration) *env {
+func newEnvWith(t *testing.T, accounts int, ttl, heartbeat time.Duration, opts ...func(*Deps)) *env {
 	t.Helper()
 	ctx := context.Background()
 	pool := testenv.DB(t)
@@ -92,7 +92,12 @@ func newEnvWith(t *testing.T, accounts int, ttl, heartbeat time.Duration) *env {
 	}
 	vis := everyone{known, e.hidden}
 	e.msg = messaging.New(pool, vis, event.NewBus(b.Conn(), log), log, messaging.Options{})
-	gw, err := New(ctx, Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond, Tick: 100 * time.Millisecond, Heartbeat: heartbeat, MaxSettingUp: 4})
+	d := Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond,
+		Tick: 100 * time.Millisecond, Heartbeat: heartbeat, MaxSettingUp: 4, AdmissionWait: 50 * time.Millisecond}
+	for _, o := range opts {
+		o(&d)
+	}
+	gw, err := New(ctx, d)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ type metrics struct {
 	refused         prometheus.Counter
 	invalid         prometheus.Counter
 	refusedUpgrades prometheus.Counter
+	waitingUpgrades prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,9 +31,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		refused:         prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_rate_limited_total", Help: "Frames refused by the rate limit."}),
 		invalid:         prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_invalid_frames_total", Help: "Frames that could not be decoded."}),
 		refusedUpgrades: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_refused_upgrades_total", Help: "Upgrades refused with 503 because too many connections were being set up."}),
+		waitingUpgrades: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_upgrades_waiting", Help: "Upgrades waiting for a set-up slot."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.sends, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades)
+		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.sends, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.waitingUpgrades)
 	}
 	return m
 }
