@@ -485,9 +485,23 @@ func (s *Service) activeMember(ctx context.Context, conv, account int64) (string
 // ConversationIDs lists the conversations an account is a member of now;
 // the gateway routes conversation events to its devices by them.
 func (s *Service) ConversationIDs(ctx context.Context, account int64) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT conversation_id FROM msg_members WHERE account_id = $1 AND left_seq IS NULL`, account)
+	ids, _, err := s.memberships.Get(ctx, account)
+	return ids, err
+}
+
+func (s *Service) loadMemberships(ctx context.Context, accounts []int64) (map[int64][]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT account_id, conversation_id FROM msg_members WHERE account_id = ANY($1) AND left_seq IS NULL`, accounts)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[int64])
+	defer rows.Close()
+	out := make(map[int64][]int64, len(accounts))
+	for rows.Next() {
+		var account, conv int64
+		if err := rows.Scan(&account, &conv); err != nil {
+			return nil, err
+		}
+		out[account] = append(out[account], conv)
+	}
+	return out, rows.Err()
 }

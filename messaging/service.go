@@ -99,6 +99,10 @@ type Service struct {
 	mu     sync.RWMutex    // guards closed against sends racing Close
 	closed bool
 	wg     sync.WaitGroup // the committers
+
+	// memberships answers ConversationIDs, many accounts in one query
+	// when many connect at once.
+	memberships *db.Coalescer[int64, []int64]
 }
 
 // Options tune the committers.
@@ -123,6 +127,7 @@ func New(pool *pgxpool.Pool, vis Visibility, pub event.Publisher, log *slog.Logg
 		pub = event.Discard{}
 	}
 	s := &Service{pool: pool, vis: vis, pub: pub, log: log}
+	s.memberships = &db.Coalescer[int64, []int64]{Load: s.loadMemberships}
 	for range o.Committers {
 		q := make(chan *pending, o.QueueSize)
 		s.shards = append(s.shards, q)

@@ -49,13 +49,45 @@ type Service struct {
 	// its argon2 memory, so unbounded concurrency (anonymous requests can
 	// cause it) would grow memory without adding throughput.
 	hashing chan struct{}
+	// sessions checks the sessions of access tokens, many in one query
+	// when many arrive at once (every request and every WebSocket
+	// upgrade checks one).
+	sessions *db.Coalescer[int64, sessionState]
+}
+
+// sessionState is what Authenticate needs of a session and its account.
+type sessionState struct {
+	account           int64
+	revoked, disabled bool
+	superuser         bool
 }
 
 // New returns a Service over pool.
 func New(pool *pgxpool.Pool, keys *Keyring, set Settings, log *slog.Logger) *Service {
-	return &Service{pool: pool, keys: keys, set: set, log: log, now: time.Now,
+	s := &Service{pool: pool, keys: keys, set: set, log: log, now: time.Now,
 		dummy:   hashPassword("zhangban-dummy-password", set.Hash),
 		hashing: make(chan struct{}, runtime.GOMAXPROCS(0))}
+	s.sessions = &db.Coalescer[int64, sessionState]{Load: s.loadSessions}
+	return s
+}
+
+func (s *Service) loadSessions(ctx context.Context, ids []int64) (map[int64]sessionState, error) {
+	rows, err := s.pool.Query(ctx, `SELECT s.id, s.account_id, s.revoked_at IS NOT NULL, a.disabled_at IS NOT NULL, a.superuser
+		FROM auth_sessions s JOIN accounts a ON a.id = s.account_id WHERE s.id = ANY($1)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make(map[int64]sessionState, len(ids))
+	for rows.Next() {
+		var id int64
+		var st sessionState
+		if err := rows.Scan(&id, &st.account, &st.revoked, &st.disabled, &st.superuser); err != nil {
+			return nil, err
+		}
+		out[id] = st
+	}
+	return out, rows.Err()
 }
 
 // Account is a person who can sign in.
@@ -256,23 +288,18 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	if err != nil {
 		return Principal{}, err
 	}
-	var (
-		revoked, disabled *time.Time
-		super             bool
-	)
-	err = s.pool.QueryRow(ctx, `SELECT s.revoked_at, a.disabled_at, a.superuser FROM auth_sessions s JOIN accounts a ON a.id = s.account_id
-		WHERE s.id = $1 AND s.account_id = $2`, sid, accountID).Scan(&revoked, &disabled, &super)
+	st, ok, err := s.sessions.Get(ctx, sid)
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return Principal{}, ErrTokenInvalid
 	case err != nil:
 		return Principal{}, err
-	case revoked != nil:
+	case !ok || st.account != accountID:
+		return Principal{}, ErrTokenInvalid
+	case st.revoked:
 		return Principal{}, ErrSessionRevoked
-	case disabled != nil:
+	case st.disabled:
 		return Principal{}, ErrAccountDisabled
 	}
-	return Principal{AccountID: accountID, SessionID: sid, Superuser: super, ExpiresAt: exp}, nil
+	return Principal{AccountID: accountID, SessionID: sid, Superuser: st.superuser, ExpiresAt: exp}, nil
 }
 
 // EndedSessions returns which of the given sessions have been revoked or

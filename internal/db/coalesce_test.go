@@ -1,0 +1,91 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestCoalescerBatchesWhileBusy(t *testing.T) {
+	// One query runs at a time and is held until 200 lookups wait: they are
+	// then answered by far fewer queries than lookups, each key once per
+	// query, and every lookup gets its own key's value (or none).
+	var queries, keysAsked atomic.Int64
+	release := make(chan struct{})
+	c := &Coalescer[int, string]{Rounds: 1, MaxKeys: 64, Load: func(ctx context.Context, keys []int) (map[int]string, error) {
+		if queries.Add(1) == 1 {
+			<-release
+		}
+		keysAsked.Add(int64(len(keys)))
+		seen := map[int]bool{}
+		out := map[int]string{}
+		for _, k := range keys {
+			if seen[k] {
+				t.Errorf("key %d asked twice in one query", k)
+			}
+			seen[k] = true
+			if k%7 != 0 {
+				out[k] = string(rune('a' + k%26))
+			}
+		}
+		return out, nil
+	}}
+	var wg sync.WaitGroup
+	for i := range 201 {
+		wg.Go(func() {
+			k := i % 150 // some keys asked twice
+			v, ok, err := c.Get(context.Background(), k)
+			switch {
+			case err != nil:
+				t.Errorf("key %d: %v", k, err)
+			case k%7 == 0 && ok:
+				t.Errorf("key %d has no value, got %q", k, v)
+			case k%7 != 0 && (!ok || v != string(rune('a'+k%26))):
+				t.Errorf("key %d: got %q %v", k, v, ok)
+			}
+		})
+		if i == 0 {
+			for queries.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	for {
+		c.mu.Lock()
+		n := len(c.queue)
+		c.mu.Unlock()
+		if n == 200 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if q := queries.Load(); q > 1+4 { // 150 distinct keys at 64 a query
+		t.Errorf("%d queries for 201 lookups", q)
+	}
+	if k := keysAsked.Load(); k > 1+150 {
+		t.Errorf("%d keys asked for 150 distinct ones", k)
+	}
+}
+
+func TestCoalescerErrorsAndCancel(t *testing.T) {
+	boom := errors.New("boom")
+	block := make(chan struct{})
+	c := &Coalescer[int, int]{Load: func(ctx context.Context, keys []int) (map[int]int, error) {
+		<-block
+		return nil, boom
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := c.Get(ctx, 1); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled lookup: %v", err)
+	}
+	close(block)
+	if _, ok, err := c.Get(context.Background(), 2); !errors.Is(err, boom) || ok {
+		t.Errorf("failed query: %v %v", ok, err)
+	}
+}
