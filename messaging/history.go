@@ -243,36 +243,62 @@ func parseCursor(s string) (cursor, error) {
 // A conversation may come again in the next round (a change in flight when
 // the cursor was made); clients key by id.
 func (s *Service) Changes(ctx context.Context, a authz.Actor, cur string, limit int) ([]Conversation, string, bool, error) {
-	c, err := parseCursor(cur)
+	var b pgx.Batch
+	ch, err := queueChanges(&b, a, cur, limit)
 	if err != nil {
 		return nil, "", false, err
+	}
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, "", false, err
+	}
+	return ch.result()
+}
+
+// changes is a Changes read queued on a batch, so that a sync sends it
+// with its other queries in one round trip.
+type changes struct {
+	c          cursor
+	limit      int
+	xmin, xmax uint64
+	convs      []Conversation
+}
+
+// queueChanges queues the snapshot (the next round's start) and then the
+// page of conversations changed since the cursor.
+func queueChanges(b *pgx.Batch, a authz.Actor, cur string, limit int) (*changes, error) {
+	c, err := parseCursor(cur)
+	if err != nil {
+		return nil, err
 	}
 	if limit <= 0 || limit > 500 {
 		limit = 200
 	}
-	var xmin, xmax uint64
-	if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&xmin, &xmax); err != nil {
-		return nil, "", false, err
-	}
-	if c.since > xmax || c.next > xmax {
-		return nil, "", false, badCursor("the cursor is from the future; sync from the start")
-	}
-	if c.next == 0 { // a new round: its end is now
-		c.next = xmin
-	}
-	rows, err := s.pool.Query(ctx, `SELECT `+convColumns+`, m.role, m.joined_seq, m.left_seq, m.read_seq
+	ch := &changes{c: c, limit: limit}
+	b.Queue(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).
+		QueryRow(func(r pgx.Row) error { return r.Scan(&ch.xmin, &ch.xmax) })
+	b.Queue(`SELECT `+convColumns+`, m.role, m.joined_seq, m.left_seq, m.read_seq
 		FROM msg_members m JOIN msg_conversations c ON c.id = m.conversation_id
 		WHERE m.account_id = $1 AND m.conversation_id > $2
 		  AND (m.changed_xid >= $3::text::xid8 OR (m.left_seq IS NULL AND c.changed_xid >= $3::text::xid8))
-		ORDER BY m.conversation_id LIMIT $4`, a.AccountID, c.after, strconv.FormatUint(c.since, 10), limit+1)
-	if err != nil {
-		return nil, "", false, err
+		ORDER BY m.conversation_id LIMIT $4`, a.AccountID, c.after, strconv.FormatUint(c.since, 10), limit+1).
+		Query(func(rows pgx.Rows) (err error) {
+			ch.convs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Conversation, error) { return scanConv(r, a.AccountID) })
+			return err
+		})
+	return ch, nil
+}
+
+// result is the page and the cursor after it, once the batch has run.
+func (ch *changes) result() ([]Conversation, string, bool, error) {
+	c := ch.c
+	if c.since > ch.xmax || c.next > ch.xmax {
+		return nil, "", false, badCursor("the cursor is from the future; sync from the start")
 	}
-	convs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Conversation, error) { return scanConv(r, a.AccountID) })
-	if err != nil {
-		return nil, "", false, err
+	if c.next == 0 { // a new round: its end is now
+		c.next = ch.xmin
 	}
-	if convs, more := page(convs, limit); more {
+	convs, more := page(ch.convs, ch.limit)
+	if more {
 		c.after = convs[len(convs)-1].ID
 		return convs, c.String(), true, nil
 	}

@@ -46,24 +46,74 @@ func (s *Service) Sync(ctx context.Context, a authz.Actor, r SyncRequest) (SyncR
 	if len(r.Convs) > 10000 {
 		return SyncResult{}, tooLarge("at most 10000 conversations in one sync")
 	}
-	convs, cur, more, err := s.Changes(ctx, a, r.Cursor, 500)
-	if err != nil {
-		return SyncResult{}, err
-	}
-	res := SyncResult{Conversations: convs, Cursor: cur, More: more, Messages: []Message{}, Upto: map[int64]int64{}}
-
-	// Where each conversation's messages start: what the client has, or
-	// nothing for conversations new to it.
-	from := map[int64]int64{}
 	for id, seq := range r.Convs {
 		if id <= 0 || seq < 0 {
 			return SyncResult{}, invalid("convs", "conversation ids and sequences must be positive")
 		}
+	}
+	// One round trip for the changed conversations and for where the
+	// client's own conversations stand (what the viewer may read of them).
+	var batch pgx.Batch
+	ch, err := queueChanges(&batch, a, r.Cursor, 500)
+	if err != nil {
+		return SyncResult{}, err
+	}
+	type bounds struct{ last, joined, upper int64 }
+	b := map[int64]bounds{}
+	var notMember int64
+	if len(r.Convs) > 0 {
+		mine := make([]int64, 0, len(r.Convs))
+		for id := range r.Convs {
+			mine = append(mine, id)
+		}
+		batch.Queue(`SELECT k.conv, m.account_id IS NOT NULL, c.last_seq, m.joined_seq, coalesce(m.left_seq, c.last_seq)
+			FROM unnest($1::bigint[]) AS k(conv)
+			LEFT JOIN msg_conversations c ON c.id = k.conv
+			LEFT JOIN msg_members m ON m.conversation_id = k.conv AND m.account_id = $2`, mine, a.AccountID).
+			Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					var id int64
+					var member bool
+					var last, joined, upper *int64
+					if err := rows.Scan(&id, &member, &last, &joined, &upper); err != nil {
+						return err
+					}
+					if !member || last == nil {
+						notMember = id
+						continue
+					}
+					b[id] = bounds{*last, *joined, *upper}
+				}
+				return rows.Err()
+			})
+	}
+	if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
+		return SyncResult{}, err
+	}
+	convs, cur, more, err := ch.result()
+	if err != nil {
+		return SyncResult{}, err
+	}
+	if notMember != 0 {
+		return SyncResult{}, fmt.Errorf("%w: conversation %d", ErrNotFound, notMember)
+	}
+	res := SyncResult{Conversations: convs, Cursor: cur, More: more, Messages: []Message{}, Upto: map[int64]int64{}}
+
+	// Where each conversation's messages start: what the client has, or
+	// nothing for conversations new to it, whose bounds are in their
+	// changed rows.
+	from := map[int64]int64{}
+	for id, seq := range r.Convs {
 		from[id] = seq
 	}
 	for _, c := range convs {
 		if _, ok := from[c.ID]; !ok {
 			from[c.ID] = 0
+			upper := c.LastSeq
+			if c.LeftSeq != nil {
+				upper = *c.LeftSeq
+			}
+			b[c.ID] = bounds{c.LastSeq, c.JoinedSeq, upper}
 		}
 	}
 	if len(from) == 0 {
@@ -77,34 +127,6 @@ func (s *Service) Sync(ctx context.Context, a authz.Actor, r SyncRequest) (SyncR
 	afters := make([]int64, len(ids))
 	for i, id := range ids {
 		afters[i] = from[id]
-	}
-	// Check the client's sequences against what the viewer may read.
-	rows, err := s.pool.Query(ctx, `SELECT k.conv, m.account_id IS NOT NULL, c.last_seq, m.joined_seq, coalesce(m.left_seq, c.last_seq)
-		FROM unnest($1::bigint[]) AS k(conv)
-		LEFT JOIN msg_conversations c ON c.id = k.conv
-		LEFT JOIN msg_members m ON m.conversation_id = k.conv AND m.account_id = $2`, ids, a.AccountID)
-	if err != nil {
-		return SyncResult{}, err
-	}
-	type bounds struct{ last, joined, upper int64 }
-	b := map[int64]bounds{}
-	for rows.Next() {
-		var id int64
-		var member bool
-		var last, joined, upper *int64
-		if err := rows.Scan(&id, &member, &last, &joined, &upper); err != nil {
-			rows.Close()
-			return SyncResult{}, err
-		}
-		if !member || last == nil {
-			rows.Close()
-			return SyncResult{}, fmt.Errorf("%w: conversation %d", ErrNotFound, id)
-		}
-		b[id] = bounds{*last, *joined, *upper}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return SyncResult{}, err
 	}
 	var qIDs, qAfter, qUpper []int64
 	for i, id := range ids {
@@ -121,7 +143,7 @@ func (s *Service) Sync(ctx context.Context, a authz.Actor, r SyncRequest) (SyncR
 	if len(qIDs) == 0 {
 		return res, nil
 	}
-	rows, err = s.pool.Query(ctx, `SELECT m.* FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS k(conv, after, upper)
+	rows, err := s.pool.Query(ctx, `SELECT m.* FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS k(conv, after, upper)
 		CROSS JOIN LATERAL (SELECT `+messageColumns+` FROM msg_messages
 			WHERE conversation_id = k.conv AND seq > k.after AND seq <= k.upper ORDER BY seq LIMIT $4) m
 		ORDER BY m.conversation_id, m.seq`, qIDs, qAfter, qUpper, limit+1)
