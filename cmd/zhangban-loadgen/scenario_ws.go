@@ -237,7 +237,12 @@ type wsDialKey struct{}
 
 // dialPlan is the order in which one client tries the targets. The client
 // package dials one URL; the transport dials the plan's addresses instead,
-// in turn, so a client whose node was killed reconnects to another.
+// in turn, so a client whose node was killed reconnects to another. As the
+// client package does with Config.URLs, the attempt after a successful
+// dial starts at the next address: a client that lost its node does not
+// first dial the dead node again, whose port may still hold the old
+// connections' TIME_WAIT entries that delay a new handshake by SYN
+// retransmissions.
 type dialPlan struct {
 	addrs []string
 	next  atomic.Int32 // index of the address to try first next time
@@ -277,7 +282,7 @@ func (r *wsRun) httpClient(s int) *http.Client {
 				a := p.addrs[(start+k)%len(p.addrs)]
 				c, err := d.DialContext(ctx, network, a)
 				if err == nil {
-					p.next.Store(int32((start + k) % len(p.addrs)))
+					p.next.Store(int32((start + k + 1) % len(p.addrs)))
 					p.used.Store(a)
 					return c, nil
 				}
