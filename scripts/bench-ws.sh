@@ -2,7 +2,9 @@
 # Measures the realtime figures of issue 4 (docs/benchmarks.md, "Realtime
 # (issue 4)"), RUNS times each (default 3), and prints the medians:
 #   idle       server RSS per idle connection, CONNS (19,000) on one gateway
-#   broadcast  deliveries/s from one gateway to CONNS members of 10 groups
+#   broadcast  deliveries/s from one gateway to CONNS members of 10 groups,
+#              BROADCAST_RATE (100) msg/s offered, then up to BROADCAST_DRAIN
+#              (150s) for the backlog
 #   direct     direct messages between CONNS/2 connected pairs: at 2,000 msg/s
 #              (latency) and at 10,000 msg/s (throughput)
 #   storm      CONNS clients on a node that is SIGKILLed; resync elsewhere
@@ -11,7 +13,8 @@
 #              from FANOUT_CONNS/19,000 load generator processes (ws-merge
 #              combines them). Not in the default set.
 #
-# It builds zhangban, the load generator and nats-server, starts NATS and
+# It builds zhangban, the load generator (with GOEXPERIMENT=jsonv2 unless
+# LOADGEN_GOEXPERIMENT says otherwise) and nats-server, starts NATS and
 # node n1 (which owns the managed PostgreSQL and serves the HTTP API the
 # load generator sets up and sends through), and measured gateways n2…n4
 # attached to the same database and NATS. Each run gets fresh gateways, so
