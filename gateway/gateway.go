@@ -250,6 +250,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Retry-After. The refused connection is closed, not kept alive for a
 	// next request that will not come.
 	if !g.admitted(r.Context()) {
+		if g.draining.Load() { // began while this upgrade waited
+			httpError(w, http.StatusServiceUnavailable, "unavailable", "this node is shutting down; connect to another")
+			return
+		}
 		g.metrics.refusedUpgrades.Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(1+mrand.IntN(5)))
 		w.Header().Set("Connection", "close")

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -443,6 +444,52 @@ func TestAdmissionQueue(t *testing.T) {
 	}
 	if n := e.gw.waiting.Load(); n != 0 {
 		t.Errorf("%d upgrades still counted as waiting", n)
+	}
+}
+
+func TestAdmissionQueueDuringShutdown(t *testing.T) {
+	// An upgrade waiting for a set-up slot when the node starts draining is
+	// answered at once with 503 "shutting down", not left to its wait.
+	e := newEnvWith(t, 1, time.Hour, time.Second, func(d *Deps) {
+		d.AuthTimeout, d.AdmissionWait = 10*time.Second, 10*time.Second
+	})
+	for range 4 {
+		e.dial(nil)
+	}
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, resp, err := websocket.Dial(context.Background(), e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
+			HTTPHeader: http.Header{"Authorization": {"Bearer " + e.tokens[0]}}})
+		done <- result{resp, err}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.gw.waiting.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the fifth upgrade is not waiting for a slot")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	go e.gw.Shutdown(ctx)
+	select {
+	case r := <-done:
+		if r.err == nil || r.resp == nil || r.resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("waiting upgrade during shutdown: %v %v", r.err, r.resp)
+		}
+		var body struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		json.NewDecoder(r.resp.Body).Decode(&body)
+		if !strings.Contains(body.Error.Message, "shutting down") {
+			t.Errorf("refusal says %q, want that the node is shutting down", body.Error.Message)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting upgrade was not answered when the node began to drain")
 	}
 }
 
