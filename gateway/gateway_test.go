@@ -412,13 +412,7 @@ func TestAdmissionQueue(t *testing.T) {
 		}
 		admitted <- err
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.gw.waiting.Load() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the fifth upgrade is not waiting for a slot")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e.awaitWaitingUpgrades(1)
 	start := time.Now()
 	_, resp, err := websocket.Dial(context.Background(), e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol}, HTTPHeader: header})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
@@ -447,6 +441,18 @@ func TestAdmissionQueue(t *testing.T) {
 	}
 }
 
+// awaitWaitingUpgrades waits until n upgrades wait for a set-up slot.
+func (e *env) awaitWaitingUpgrades(n int64) {
+	e.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.gw.waiting.Load() != n {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%d upgrades wait for a set-up slot, want %d", e.gw.waiting.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestAdmissionQueueDuringShutdown(t *testing.T) {
 	// An upgrade waiting for a set-up slot when the node starts draining is
 	// answered at once with 503 "shutting down", not left to its wait.
@@ -466,13 +472,7 @@ func TestAdmissionQueueDuringShutdown(t *testing.T) {
 			HTTPHeader: http.Header{"Authorization": {"Bearer " + e.tokens[0]}}})
 		done <- result{resp, err}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.gw.waiting.Load() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the fifth upgrade is not waiting for a slot")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e.awaitWaitingUpgrades(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	go e.gw.Shutdown(ctx)
