@@ -89,3 +89,61 @@ func TestCoalescerErrorsAndCancel(t *testing.T) {
 		t.Errorf("failed query: %v %v", ok, err)
 	}
 }
+
+func TestCoalescerAnswersOnlyWithLaterQueries(t *testing.T) {
+	// A lookup asked while a query for the same key runs is not answered by
+	// that query, which may have read before a change the caller made, but
+	// by the next one.
+	var mu sync.Mutex
+	var calls [][]int
+	version := atomic.Int64{}
+	started := make(chan struct{})
+	release := make(chan struct{})
+	c := &Coalescer[int, int64]{Rounds: 1, Load: func(ctx context.Context, keys []int) (map[int]int64, error) {
+		mu.Lock()
+		calls = append(calls, append([]int(nil), keys...))
+		n := len(calls)
+		mu.Unlock()
+		v := version.Load() // what the query reads
+		if n == 1 {
+			close(started)
+			<-release
+		}
+		out := map[int]int64{}
+		for _, k := range keys {
+			out[k] = v
+		}
+		return out, nil
+	}}
+	first := make(chan int64)
+	go func() {
+		v, _, _ := c.Get(context.Background(), 1)
+		first <- v
+	}()
+	<-started
+	version.Store(1) // a change committed after the first query read
+	second := make(chan int64)
+	go func() {
+		v, _, _ := c.Get(context.Background(), 1)
+		second <- v
+	}()
+	for {
+		c.mu.Lock()
+		n := len(c.queue)
+		c.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if v := <-first; v != 0 {
+		t.Errorf("first lookup: %d, want 0", v)
+	}
+	if v := <-second; v != 1 {
+		t.Errorf("lookup asked after the change: %d, want 1 (it was answered by the query already running)", v)
+	}
+	if len(calls) != 2 {
+		t.Errorf("%d queries, want 2", len(calls))
+	}
+}
