@@ -53,15 +53,7 @@ func TestCoalescerBatchesWhileBusy(t *testing.T) {
 			}
 		}
 	}
-	for {
-		c.mu.Lock()
-		n := len(c.queue)
-		c.mu.Unlock()
-		if n == 200 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitQueued(c, 200)
 	close(release)
 	wg.Wait()
 	if q := queries.Load(); q > 1+4 { // 150 distinct keys at 64 a query
@@ -127,15 +119,7 @@ func TestCoalescerAnswersOnlyWithLaterQueries(t *testing.T) {
 		v, _, _ := c.Get(context.Background(), 1)
 		second <- v
 	}()
-	for {
-		c.mu.Lock()
-		n := len(c.queue)
-		c.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitQueued(c, 1)
 	close(release)
 	if v := <-first; v != 0 {
 		t.Errorf("first lookup: %d, want 0", v)
@@ -145,5 +129,18 @@ func TestCoalescerAnswersOnlyWithLaterQueries(t *testing.T) {
 	}
 	if len(calls) != 2 {
 		t.Errorf("%d queries, want 2", len(calls))
+	}
+}
+
+// awaitQueued waits until n lookups wait for the next query.
+func awaitQueued[K comparable, V any](c *Coalescer[K, V], n int) {
+	for {
+		c.mu.Lock()
+		queued := len(c.queue)
+		c.mu.Unlock()
+		if queued == n {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
