@@ -231,7 +231,7 @@ func (g *Gateway) onEvent(m *nats.Msg) {
 // ServeHTTP upgrades GET /v1/ws.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.draining.Load() {
-		httpError(w, http.StatusServiceUnavailable, "unavailable", "this node is shutting down; connect to another")
+		refuseDraining(w)
 		return
 	}
 	if !websocket.IsWebSocketUpgrade(r) {
@@ -249,20 +249,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// or the wait runs out, is the upgrade refused with a jittered
 	// Retry-After. The refused connection is closed, not kept alive for a
 	// next request that will not come.
-	if !g.admitted(r.Context()) {
-		if g.draining.Load() { // began while this upgrade waited
-			httpError(w, http.StatusServiceUnavailable, "unavailable", "this node is shutting down; connect to another")
-			return
+	admitted := g.admitted(r.Context())
+	if g.draining.Load() { // began while this upgrade waited
+		if admitted {
+			<-g.admit
 		}
+		refuseDraining(w)
+		return
+	}
+	if !admitted {
 		g.metrics.refusedUpgrades.Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(1+mrand.IntN(5)))
 		w.Header().Set("Connection", "close")
 		httpError(w, http.StatusServiceUnavailable, "unavailable", "too many connections are being set up; retry after the Retry-After delay")
-		return
-	}
-	if g.draining.Load() { // began while this upgrade waited
-		<-g.admit
-		httpError(w, http.StatusServiceUnavailable, "unavailable", "this node is shutting down; connect to another")
 		return
 	}
 	c := g.authAndAccept(w, r)
@@ -281,10 +280,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	go func() {
-		defer g.closed()
-		c.serve()
-	}()
+	go func() { c.end(c.readLoop()) }()
 }
 
 // admitted takes a set-up slot, waiting for one while fewer than
@@ -371,6 +367,10 @@ func (g *Gateway) closed() {
 	g.conns.Done()
 }
 
+func refuseDraining(w http.ResponseWriter) {
+	httpError(w, http.StatusServiceUnavailable, "unavailable", "this node is shutting down; connect to another")
+}
+
 func httpError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -420,13 +420,6 @@ func (c *Conn) setup(p *auth.Principal) bool {
 		c.send(reply{Type: "reply", ID: c.authID, Data: hello})
 	}
 	return true
-}
-
-// serve reads until the connection ends, then releases it.
-func (c *Conn) serve() {
-	err := c.readLoop()
-	c.g.log.Debug("connection ended", "account", c.account, "err", err)
-	c.release()
 }
 
 // release detaches a connection and closes its socket.
