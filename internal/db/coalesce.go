@@ -34,9 +34,16 @@ type lookup[K comparable, V any] struct {
 	err  error
 }
 
-// Get returns the value of key and whether it has one. It returns early,
-// with ctx's error, when ctx ends first.
+// Get returns the value of key and whether it has one. When fewer than
+// Rounds queries run, the caller runs the next one itself (no goroutine
+// and no hand-off on an idle system), and leaves what queued meanwhile to a
+// new goroutine. A waiting caller returns early, with ctx's error, when
+// ctx ends first; a caller running a query waits for it (Timeout bounds it).
 func (c *Coalescer[K, V]) Get(ctx context.Context, key K) (V, bool, error) {
+	var zero V
+	if err := ctx.Err(); err != nil {
+		return zero, false, err
+	}
 	l := &lookup[K, V]{key: key, done: make(chan struct{})}
 	c.mu.Lock()
 	c.queue = append(c.queue, l)
@@ -44,22 +51,34 @@ func (c *Coalescer[K, V]) Get(ctx context.Context, key K) (V, bool, error) {
 	if rounds <= 0 {
 		rounds = 4
 	}
-	if c.running < rounds {
+	lead := c.running < rounds
+	if lead {
 		c.running++
-		go c.run()
 	}
 	c.mu.Unlock()
+	if lead {
+		if c.round() { // its own lookup was in it; others queued meanwhile
+			go c.run()
+		}
+		return l.val, l.ok, l.err
+	}
 	select {
 	case <-l.done:
 		return l.val, l.ok, l.err
 	case <-ctx.Done():
-		var zero V
 		return zero, false, ctx.Err()
 	}
 }
 
 // run queries for what is queued until nothing is.
 func (c *Coalescer[K, V]) run() {
+	for c.round() {
+	}
+}
+
+// round runs one query for what is queued, up to MaxKeys keys, and reports
+// whether more is queued; when not, it has given up its place in Rounds.
+func (c *Coalescer[K, V]) round() bool {
 	limit := c.MaxKeys
 	if limit <= 0 {
 		limit = 500
@@ -68,31 +87,26 @@ func (c *Coalescer[K, V]) run() {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	for {
-		c.mu.Lock()
-		if len(c.queue) == 0 {
-			c.running--
-			c.mu.Unlock()
-			return
+	c.mu.Lock()
+	var batch []*lookup[K, V]
+	keys := make([]K, 0, min(len(c.queue), limit))
+	seen := make(map[K]bool, cap(keys))
+	rest := c.queue[:0:0]
+	for _, l := range c.queue {
+		if !seen[l.key] && len(keys) == limit {
+			rest = append(rest, l)
+			continue
 		}
-		var batch []*lookup[K, V]
-		keys := make([]K, 0, min(len(c.queue), limit))
-		seen := make(map[K]bool, cap(keys))
-		rest := c.queue[:0:0]
-		for _, l := range c.queue {
-			if !seen[l.key] && len(keys) == limit {
-				rest = append(rest, l)
-				continue
-			}
-			if !seen[l.key] {
-				seen[l.key] = true
-				keys = append(keys, l.key)
-			}
-			batch = append(batch, l)
+		if !seen[l.key] {
+			seen[l.key] = true
+			keys = append(keys, l.key)
 		}
-		c.queue = rest
-		c.mu.Unlock()
+		batch = append(batch, l)
+	}
+	c.queue = rest
+	c.mu.Unlock()
 
+	if len(keys) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		vals, err := c.Load(ctx, keys)
 		cancel()
@@ -102,4 +116,11 @@ func (c *Coalescer[K, V]) run() {
 			close(l.done)
 		}
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) == 0 {
+		c.running--
+		return false
+	}
+	return true
 }

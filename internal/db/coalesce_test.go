@@ -65,9 +65,12 @@ func TestCoalescerBatchesWhileBusy(t *testing.T) {
 }
 
 func TestCoalescerErrorsAndCancel(t *testing.T) {
+	// A lookup whose context has ended is not asked; one whose context ends
+	// while it waits behind a running query returns then; the query's error
+	// reaches every lookup it answers, the caller that ran it too.
 	boom := errors.New("boom")
 	block := make(chan struct{})
-	c := &Coalescer[int, int]{Load: func(ctx context.Context, keys []int) (map[int]int, error) {
+	c := &Coalescer[int, int]{Rounds: 1, Load: func(ctx context.Context, keys []int) (map[int]int, error) {
 		<-block
 		return nil, boom
 	}}
@@ -76,8 +79,30 @@ func TestCoalescerErrorsAndCancel(t *testing.T) {
 	if _, _, err := c.Get(ctx, 1); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled lookup: %v", err)
 	}
+	leader := make(chan error, 1)
+	go func() {
+		_, _, err := c.Get(context.Background(), 2)
+		leader <- err
+	}()
+	for {
+		c.mu.Lock()
+		running := c.running
+		c.mu.Unlock()
+		if running == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer wcancel()
+	if _, _, err := c.Get(wctx, 3); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a lookup whose context ended while it waited: %v", err)
+	}
 	close(block)
-	if _, ok, err := c.Get(context.Background(), 2); !errors.Is(err, boom) || ok {
+	if err := <-leader; !errors.Is(err, boom) {
+		t.Errorf("the caller that ran the failed query: %v", err)
+	}
+	if _, ok, err := c.Get(context.Background(), 4); !errors.Is(err, boom) || ok {
 		t.Errorf("failed query: %v %v", ok, err)
 	}
 }
