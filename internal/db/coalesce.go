@@ -37,8 +37,9 @@ type lookup[K comparable, V any] struct {
 // Get returns the value of key and whether it has one. When fewer than
 // Rounds queries run, the caller runs the next one itself (no goroutine
 // and no hand-off on an idle system), and leaves what queued meanwhile to a
-// new goroutine. A waiting caller returns early, with ctx's error, when
-// ctx ends first; a caller running a query waits for it (Timeout bounds it).
+// new goroutine. A caller returns early, with ctx's error, when ctx ends
+// while it waits for another's query; one running a query waits for it
+// (Timeout bounds it).
 func (c *Coalescer[K, V]) Get(ctx context.Context, key K) (V, bool, error) {
 	var zero V
 	if err := ctx.Err(); err != nil {
@@ -56,12 +57,12 @@ func (c *Coalescer[K, V]) Get(ctx context.Context, key K) (V, bool, error) {
 		c.running++
 	}
 	c.mu.Unlock()
-	if lead {
-		if c.round() { // its own lookup was in it; others queued meanwhile
-			go c.run()
-		}
-		return l.val, l.ok, l.err
+	if lead && c.round() { // more queued meanwhile: a goroutine takes it on
+		go c.run()
 	}
+	// The lookup may have been answered by this caller's query, or taken
+	// by a query already running elsewhere, or (past MaxKeys) be left for
+	// a later one: wait for it in every case.
 	select {
 	case <-l.done:
 		return l.val, l.ok, l.err

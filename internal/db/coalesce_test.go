@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,5 +168,65 @@ func awaitQueued[K comparable, V any](c *Coalescer[K, V], n int) {
 			return
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestCoalescerEveryLookupGetsItsAnswer(t *testing.T) {
+	// Many callers at once over several rounds: a caller's lookup may be
+	// taken by a query another caller runs; each still gets its own value,
+	// never "none".
+	c := &Coalescer[int, int]{Rounds: 4, MaxKeys: 3, Load: func(ctx context.Context, keys []int) (map[int]int, error) {
+		runtime.Gosched()
+		out := map[int]int{}
+		for _, k := range keys {
+			out[k] = k * 2
+		}
+		return out, nil
+	}}
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	for i := range 20000 {
+		wg.Go(func() {
+			v, ok, err := c.Get(context.Background(), i%97)
+			if err != nil || !ok || v != (i%97)*2 {
+				wrong.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := wrong.Load(); n > 0 {
+		t.Errorf("%d of 20000 lookups got no or a wrong answer", n)
+	}
+	// The last round gives up its place just after it answered.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		running, queued := c.running, len(c.queue)
+		c.mu.Unlock()
+		if running == 0 && queued == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the last answer: %d rounds running, %d queued", running, queued)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestCoalescerCallerWaitsWhenItsKeyMissesItsQuery(t *testing.T) {
+	// The caller that runs a query waits for its own answer when the query
+	// was full (MaxKeys) before its key: a later round gives it.
+	c := &Coalescer[int, int]{Rounds: 1, MaxKeys: 1, Load: func(ctx context.Context, keys []int) (map[int]int, error) {
+		return map[int]int{keys[0]: keys[0] * 2}, nil
+	}}
+	ahead := &lookup[int, int]{key: 9, done: make(chan struct{})}
+	c.queue = append(c.queue, ahead) // asked before, not yet in a query
+	v, ok, err := c.Get(context.Background(), 5)
+	if err != nil || !ok || v != 10 {
+		t.Errorf("the caller's own key: %d %v %v, want 10", v, ok, err)
+	}
+	<-ahead.done
+	if !ahead.ok || ahead.val != 18 {
+		t.Errorf("the key ahead: %d %v", ahead.val, ahead.ok)
 	}
 }
