@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -65,7 +66,7 @@ type fixture struct {
 	ids []int64 // accounts created for the test
 }
 
-func newFixture(t *testing.T, accounts int, hidden ...[2]int) *fixture {
+func newFixture(t testing.TB, accounts int, hidden ...[2]int) *fixture {
 	t.Helper()
 	pool := testenv.DB(t)
 	ctx := context.Background()
@@ -545,5 +546,105 @@ func TestCloseRefusesSends(t *testing.T) {
 	f.svc.Close(ctx) // idempotent
 	if _, err := f.svc.Send(ctx, f.actor(0), SendRequest{Conv: d.ID, ClientID: "z", Text: "z"}); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("send after close: %v", err)
+	}
+}
+
+// TestSendBatchOutcomes commits one batch holding every outcome a send can
+// have, as the committer does when sends arrive together, and checks each
+// answer, what was stored and what was published.
+func TestSendBatchOutcomes(t *testing.T) {
+	f := newFixture(t, 4)
+	ctx := context.Background()
+	g, err := f.svc.CreateGroup(ctx, f.actor(0), "批量", []int64{f.ids[1], f.ids[2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := f.svc.Direct(ctx, f.actor(0), f.ids[1])
+	old, err := f.svc.Send(ctx, f.actor(0), SendRequest{Conv: g.ID, ClientID: "old", Text: "old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(f.rec.ofType(event.TypeMessage))
+	mk := func(who int, r SendRequest) *pending {
+		if err := r.validate(); err != nil {
+			t.Fatal(err)
+		}
+		return &pending{ctx: ctx, sender: f.ids[who], req: r, digest: r.digest(), done: make(chan struct{})}
+	}
+	batch := []*pending{
+		mk(0, SendRequest{Conv: g.ID, ClientID: "a", Text: "one", Mentions: []int64{f.ids[2], f.ids[1]}}),     // 0 sent, seq 2
+		mk(1, SendRequest{Conv: g.ID, ClientID: "b", Text: "two"}),                                            // 1 sent, seq 3
+		mk(0, SendRequest{Conv: g.ID, ClientID: "a", Text: "one", Mentions: []int64{f.ids[2], f.ids[1]}}),     // 2 repeat of 0
+		mk(0, SendRequest{Conv: g.ID, ClientID: "a", Text: "not one"}),                                        // 3 reuse of 0's id
+		mk(0, SendRequest{Conv: g.ID, ClientID: "old", Text: "changed"}),                                      // 4 reuse of an earlier id
+		mk(0, SendRequest{Conv: g.ID, ClientID: "old", Text: "old"}),                                          // 5 retry of the earlier send
+		mk(3, SendRequest{Conv: g.ID, ClientID: "c", Text: "outsider"}),                                       // 6 not a member
+		mk(3, SendRequest{Conv: g.ID, ClientID: "c", Text: "outsider"}),                                       // 7 its repeat
+		mk(0, SendRequest{Conv: g.ID, ClientID: "e", Text: "hi", Mentions: []int64{f.ids[1], f.ids[3]}}),      // 8 mentions an outsider
+		mk(0, SendRequest{Conv: d.ID, ClientID: "f", Kind: "image", Payload: json.RawMessage(`{"url":"u"}`)}), // 9 sent, seq 1
+		mk(1, SendRequest{Conv: d.ID, ClientID: "g", Text: "back"}),                                           // 10 sent, seq 2
+		mk(1, SendRequest{Conv: 987654, ClientID: "h", Text: "nowhere"}),                                      // 11 no such conversation
+	}
+	f.svc.commitBatch(batch)
+	for i, p := range batch {
+		select {
+		case <-p.done:
+		default:
+			t.Fatalf("send %d not answered", i)
+		}
+	}
+	sent := func(i int, conv, seq int64, dup bool) {
+		t.Helper()
+		if p := batch[i]; p.err != nil || p.res.Conv != conv || p.res.Seq != seq || p.res.Duplicate != dup {
+			t.Errorf("send %d: %+v %v, want conv %d seq %d duplicate %v", i, p.res, p.err, conv, seq, dup)
+		}
+	}
+	failed := func(i int, want error, text string) {
+		t.Helper()
+		if p := batch[i]; !errors.Is(p.err, want) || !strings.Contains(p.err.Error(), text) || p.res.Seq != 0 {
+			t.Errorf("send %d: %+v %v, want %v (%q)", i, p.res, p.err, want, text)
+		}
+	}
+	sent(0, g.ID, 2, false)
+	sent(1, g.ID, 3, false)
+	sent(2, g.ID, 2, true)
+	failed(3, ErrConflict, "")
+	failed(4, ErrConflict, "")
+	sent(5, g.ID, old.Seq, true)
+	if !batch[5].res.At.Equal(old.At) {
+		t.Errorf("retry of the earlier send: at %v, want %v", batch[5].res.At, old.At)
+	}
+	failed(6, ErrNotFound, "")
+	failed(7, ErrNotFound, "")
+	failed(8, ErrInvalid, fmt.Sprint(f.ids[3]))
+	sent(9, d.ID, 1, false)
+	sent(10, d.ID, 2, false)
+	failed(11, ErrNotFound, "")
+	if !batch[0].res.At.Equal(batch[9].res.At) || !batch[0].res.At.After(old.At) {
+		t.Errorf("one batch, one time: %v and %v (earlier send %v)", batch[0].res.At, batch[9].res.At, old.At)
+	}
+
+	ms, _, err := f.svc.History(ctx, f.actor(2), g.ID, 0, 0, 50)
+	if err != nil || len(ms) != 3 {
+		t.Fatalf("group history: %d messages, %v", len(ms), err)
+	}
+	if ms[1].Text != "one" || ms[1].Sender != f.ids[0] || !slices.Equal(ms[1].Mentions, []int64{f.ids[2], f.ids[1]}) ||
+		ms[2].Text != "two" || ms[2].Sender != f.ids[1] {
+		t.Errorf("group history: %+v", ms)
+	}
+	dm, _, _ := f.svc.History(ctx, f.actor(1), d.ID, 0, 0, 50)
+	if len(dm) != 2 || dm[0].Kind != "image" || !strings.Contains(string(dm[0].Payload), `"url"`) || dm[1].Text != "back" {
+		t.Errorf("direct history: %+v", dm)
+	}
+	members, _, _ := f.svc.Members(ctx, f.actor(0), g.ID, 0, 10)
+	reads := map[int64]int64{}
+	for _, m := range members {
+		reads[m.Account] = m.ReadSeq
+	}
+	if reads[f.ids[0]] != 2 || reads[f.ids[1]] != 3 || reads[f.ids[2]] != 0 {
+		t.Errorf("read cursors after sending: %v (want the senders' at their last sends)", reads)
+	}
+	if n := len(f.rec.ofType(event.TypeMessage)) - before; n != 4 {
+		t.Errorf("%d message events for the batch, want 4 (one per stored message)", n)
 	}
 }

@@ -8,12 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
-	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/zhangban/zhangban/internal/authz"
 	"github.com/zhangban/zhangban/internal/db"
@@ -256,7 +254,7 @@ func (s *Service) commitBatch(batch []*pending) {
 	for _, p := range live {
 		p.res, p.msg, p.err = Sent{}, nil, nil
 	}
-	err := db.InTx(ctx, s.pool, func(tx pgx.Tx) error { return s.commitTx(ctx, tx, live) })
+	err := s.commit(ctx, live)
 	if err != nil && len(live) > 1 {
 		for _, p := range live {
 			s.commitBatch([]*pending{p})
@@ -265,7 +263,7 @@ func (s *Service) commitBatch(batch []*pending) {
 	}
 	for _, p := range live {
 		if err != nil {
-			p.err = s.storeError(err)
+			p.err, p.msg = s.storeError(err), nil
 		}
 		if p.err == nil && p.msg != nil {
 			m := p.msg
@@ -276,7 +274,7 @@ func (s *Service) commitBatch(batch []*pending) {
 }
 
 func (s *Service) storeError(err error) error {
-	if db.SQLState(err) == "23505" { // a concurrent send with this client id won
+	if db.SQLState(err) == db.UniqueViolation { // a concurrent send with this client id won
 		return fmt.Errorf("%w: a concurrent send with the same client_id won; retry to get its result", ErrUnavailable)
 	}
 	return err
@@ -287,129 +285,101 @@ type sendKey struct {
 	client string
 }
 
-// commitTx assigns sequences and writes one batch; results are set on the
-// pendings and only count if the transaction commits.
-func (s *Service) commitTx(ctx context.Context, tx pgx.Tx, batch []*pending) error {
-	// 1. Retries of earlier sends, and repeats within the batch.
-	senders := make([]int64, len(batch))
-	clients := make([]string, len(batch))
-	for i, p := range batch {
-		senders[i], clients[i] = p.sender, p.req.ClientID
-	}
-	rows, err := tx.Query(ctx, `SELECT sender_id, client_id, conversation_id, seq, created_at, digest FROM msg_messages
-		WHERE (sender_id, client_id) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))`, senders, clients)
-	if err != nil {
-		return err
-	}
-	type earlier struct {
-		sent   Sent
-		digest []byte
-	}
-	known := map[sendKey]earlier{}
-	for rows.Next() {
-		var k sendKey
-		var e earlier
-		if err := rows.Scan(&k.sender, &k.client, &e.sent.Conv, &e.sent.Seq, &e.sent.At, &e.digest); err != nil {
-			rows.Close()
-			return err
-		}
-		e.sent.Duplicate = true
-		known[k] = e
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	first := map[sendKey]*pending{}
-	var fresh, repeats []*pending
+// commit stores a batch with one call of msg_send (messaging/migrations),
+// which checks for earlier sends with the same client ids, locks the
+// conversations, checks membership under the lock, assigns sequences and
+// stores the messages in one round trip. Results are set on the pendings
+// and count only if it returns no error. A client id repeated within the
+// batch is answered from its first send, as a retry arriving just after it
+// would be.
+func (s *Service) commit(ctx context.Context, batch []*pending) error {
+	first := make(map[sendKey]*pending, len(batch))
+	var unique, repeats []*pending
 	for _, p := range batch {
 		k := sendKey{p.sender, p.req.ClientID}
-		if e, ok := known[k]; ok {
-			if bytes.Equal(e.digest, p.digest) {
-				p.res = e.sent
-			} else {
-				p.err = ErrConflict
-			}
-			continue
-		}
 		if _, ok := first[k]; ok {
 			repeats = append(repeats, p)
 			continue
 		}
 		first[k] = p
-		fresh = append(fresh, p)
+		unique = append(unique, p)
 	}
-	if len(fresh) == 0 {
-		return nil
-	}
-
-	// 2. Lock the conversations in id order (no deadlock between batches),
-	// then check membership under the lock, so a concurrent removal either
-	// committed before (and is seen) or waits for us.
-	var convs []int64
-	for _, p := range fresh {
-		convs = append(convs, p.req.Conv)
-	}
-	slices.Sort(convs)
-	convs = slices.Compact(convs)
-	if _, err := tx.Exec(ctx, `SELECT id FROM msg_conversations WHERE id = ANY($1) ORDER BY id FOR UPDATE`, convs); err != nil {
-		return err
-	}
-	var pc, pa []int64
-	for _, p := range fresh {
-		pc, pa = append(pc, p.req.Conv), append(pa, p.sender)
-		for _, m := range p.req.Mentions {
-			pc, pa = append(pc, p.req.Conv), append(pa, m)
+	n := len(unique)
+	senders, convs := make([]int64, n), make([]int64, n)
+	clients, kinds, bodies, mentions := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	payloads, digests := make([]*string, n), make([][]byte, n)
+	for i, p := range unique {
+		r := &p.req
+		senders[i], clients[i], convs[i], kinds[i], bodies[i], digests[i] = p.sender, r.ClientID, r.Conv, r.Kind, r.Text, p.digest
+		mentions[i] = int64sLiteral(r.Mentions)
+		if r.Payload != nil {
+			payload := string(r.Payload)
+			payloads[i] = &payload
 		}
 	}
-	rows, err = tx.Query(ctx, `SELECT conversation_id, account_id FROM msg_members
-		WHERE left_seq IS NULL AND (conversation_id, account_id) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))`, pc, pa)
+	rows, err := s.pool.Query(ctx, `SELECT r_i, r_status, r_conv, r_seq, r_at, r_digest, r_bad
+		FROM msg_send($1, $2, $3, $4, $5, $6, $7, $8)`, senders, clients, convs, kinds, bodies, mentions, payloads, digests)
 	if err != nil {
 		return err
 	}
-	type pair struct{ conv, account int64 }
-	member := map[pair]bool{}
+	type earlierSend struct {
+		sent   Sent
+		digest []byte
+	}
+	earlier := map[sendKey]earlierSend{} // sends before this batch with its client ids
 	for rows.Next() {
-		var k pair
-		if err := rows.Scan(&k.conv, &k.account); err != nil {
+		var (
+			i              int
+			status         string
+			conv, seq, bad *int64
+			at             *time.Time
+			digest         []byte
+		)
+		if err := rows.Scan(&i, &status, &conv, &seq, &at, &digest, &bad); err != nil {
 			rows.Close()
 			return err
 		}
-		member[k] = true
+		if i < 1 || i > n {
+			rows.Close()
+			return fmt.Errorf("msg_send answered for send %d of %d", i, n)
+		}
+		p := unique[i-1]
+		switch status {
+		case "sent":
+			r := &p.req
+			p.res = Sent{Conv: *conv, Seq: *seq, At: *at}
+			p.msg = &Message{Conv: r.Conv, Seq: *seq, Sender: p.sender, ClientID: r.ClientID, Kind: r.Kind, Text: r.Text,
+				Mentions: r.Mentions, Payload: r.Payload, At: *at}
+		case "duplicate", "conflict":
+			e := earlierSend{Sent{Conv: *conv, Seq: *seq, At: *at, Duplicate: true}, digest}
+			earlier[sendKey{p.sender, p.req.ClientID}] = e
+			if status == "conflict" {
+				p.err = ErrConflict
+			} else {
+				p.res = e.sent
+			}
+		case "not_found":
+			p.err = ErrNotFound // not a member: the conversation does not exist for them
+		case "bad_mention":
+			p.err = invalid("mentions", "account %d is not a member of the conversation", *bad)
+		default:
+			rows.Close()
+			return fmt.Errorf("msg_send answered %q for a send", status)
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	ok := fresh[:0:0]
-	count := map[int64]int64{}
-	for _, p := range fresh {
-		if !member[pair{p.req.Conv, p.sender}] {
-			p.err = ErrNotFound // not a member: the conversation does not exist for them
-			continue
-		}
-		bad := int64(0)
-		for _, m := range p.req.Mentions {
-			if !member[pair{p.req.Conv, m}] {
-				bad = m
-				break
-			}
-		}
-		if bad != 0 {
-			p.err = invalid("mentions", "account %d is not a member of the conversation", bad)
-			continue
-		}
-		ok = append(ok, p)
-		count[p.req.Conv]++
-	}
-	if len(ok) > 0 {
-		if err := s.insertMessages(ctx, tx, ok, count); err != nil {
-			return err
-		}
-	}
 	for _, p := range repeats {
-		f := first[sendKey{p.sender, p.req.ClientID}]
+		k := sendKey{p.sender, p.req.ClientID}
+		f := first[k]
+		e, before := earlier[k]
 		switch {
+		case before && bytes.Equal(e.digest, p.digest): // a retry of a send before the batch
+			p.res = e.sent
+		case before:
+			p.err = ErrConflict
 		case f.err != nil:
 			p.err = f.err
 		case !bytes.Equal(f.digest, p.digest):
@@ -422,61 +392,15 @@ func (s *Service) commitTx(ctx context.Context, tx pgx.Tx, batch []*pending) err
 	return nil
 }
 
-// insertMessages takes count[conv] sequences from each conversation and
-// writes the messages in queue order.
-func (s *Service) insertMessages(ctx context.Context, tx pgx.Tx, ps []*pending, count map[int64]int64) error {
-	ids := make([]int64, 0, len(count))
-	ns := make([]int64, 0, len(count))
-	for id, n := range count {
-		ids, ns = append(ids, id), append(ns, n)
-	}
-	rows, err := tx.Query(ctx, `UPDATE msg_conversations c SET last_seq = c.last_seq + v.n, last_at = now(), changed_xid = pg_current_xact_id()
-		FROM unnest($1::bigint[], $2::bigint[]) AS v(id, n) WHERE c.id = v.id RETURNING c.id, c.last_seq, now()`, ids, ns)
-	if err != nil {
-		return err
-	}
-	next := map[int64]int64{}
-	var at time.Time
-	for rows.Next() {
-		var id, last int64
-		if err := rows.Scan(&id, &last, &at); err != nil {
-			rows.Close()
-			return err
+// int64sLiteral writes ids as a PostgreSQL array literal: {1,2,3}.
+func int64sLiteral(ids []int64) string {
+	b := make([]byte, 0, 2+len(ids)*8)
+	b = append(b, '{')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
 		}
-		next[id] = last - count[id] + 1
+		b = strconv.AppendInt(b, id, 10)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	type readKey struct{ conv, account int64 }
-	reads := map[readKey]int64{}
-	copyRows := make([][]any, 0, len(ps))
-	for _, p := range ps {
-		seq := next[p.req.Conv]
-		next[p.req.Conv] = seq + 1
-		r := &p.req
-		var payload any
-		if r.Payload != nil {
-			payload = string(r.Payload)
-		}
-		copyRows = append(copyRows, []any{r.Conv, seq, p.sender, r.ClientID, r.Kind, r.Text, r.Mentions, payload, p.digest, at})
-		p.res = Sent{Conv: r.Conv, Seq: seq, At: at}
-		p.msg = &Message{Conv: r.Conv, Seq: seq, Sender: p.sender, ClientID: r.ClientID, Kind: r.Kind, Text: r.Text,
-			Mentions: r.Mentions, Payload: r.Payload, At: at}
-		reads[readKey{r.Conv, p.sender}] = seq // sending reads everything before
-	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"msg_messages"},
-		[]string{"conversation_id", "seq", "sender_id", "client_id", "kind", "body", "mentions", "payload", "digest", "created_at"},
-		pgx.CopyFromRows(copyRows)); err != nil {
-		return err
-	}
-	var rc, ra, rs []int64
-	for k, seq := range reads {
-		rc, ra, rs = append(rc, k.conv), append(ra, k.account), append(rs, seq)
-	}
-	_, err = tx.Exec(ctx, `UPDATE msg_members m SET read_seq = GREATEST(m.read_seq, v.seq)
-		FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(conv, account, seq)
-		WHERE m.conversation_id = v.conv AND m.account_id = v.account`, rc, ra, rs)
-	return err
+	return string(append(b, '}'))
 }
