@@ -11,6 +11,7 @@ type metrics struct {
 	deliveries      prometheus.Counter
 	frames          prometheus.Counter
 	sends           prometheus.Counter
+	sendSeconds     prometheus.Histogram
 	acks            prometheus.Counter
 	slow            prometheus.Counter
 	refused         prometheus.Counter
@@ -21,11 +22,14 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		open:            prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_connections", Help: "Open WebSocket connections."}),
-		events:          prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_events_total", Help: "Events received from the bus."}),
-		deliveries:      prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_deliveries_total", Help: "Event frames queued for local connections."}),
-		frames:          prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_frames_written_total", Help: "Frames written to sockets."}),
-		sends:           prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_sends_total", Help: "Messages sent over WebSockets."}),
+		open:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_connections", Help: "Open WebSocket connections."}),
+		events:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_events_total", Help: "Events received from the bus."}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_deliveries_total", Help: "Event frames queued for local connections."}),
+		frames:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_frames_written_total", Help: "Frames written to sockets."}),
+		sends:      prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_sends_total", Help: "Messages sent over WebSockets."}),
+		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "zhangban_gateway_send_seconds",
+			Help:    "Time from a send frame's arrival to its commit (queueing for a committer included).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		acks:            prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_acks_total", Help: "Ack frames received."}),
 		slow:            prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_slow_consumers_total", Help: "Connections cut as slow consumers."}),
 		refused:         prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_rate_limited_total", Help: "Frames refused by the rate limit."}),
@@ -34,7 +38,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		waitingUpgrades: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_upgrades_waiting", Help: "Upgrades waiting for a set-up slot."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.sends, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.waitingUpgrades)
+		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.waitingUpgrades)
 	}
 	return m
 }

@@ -192,6 +192,7 @@ func (c *Conn) pipelineSend(f Frame) {
 		c.send(reply{Type: "reply", ID: f.ID, Error: replyErr(ErrUnavailable, "this node is shutting down; send again after reconnecting (same client_id)")})
 		return
 	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(c.ctx, 15*time.Second)
 	p, err := c.g.msg.Enqueue(ctx, c.actor(), r)
 	if err != nil {
@@ -207,6 +208,7 @@ func (c *Conn) pipelineSend(f Frame) {
 			return
 		}
 		c.g.metrics.sends.Inc()
+		c.g.metrics.sendSeconds.Observe(time.Since(start).Seconds())
 		if f.ID != "" {
 			c.send(reply{Type: "reply", ID: f.ID, Data: sent})
 		}

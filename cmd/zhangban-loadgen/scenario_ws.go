@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // --debug-addr
 	"os"
 	"slices"
 	"strconv"
@@ -54,6 +55,7 @@ type wsFlags struct {
 	label      string
 	latencyOut string
 	run        string
+	debugAddr  string
 }
 
 func (f *wsFlags) register(fs *flag.FlagSet) {
@@ -74,6 +76,7 @@ func (f *wsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.label, "label", "", "free text copied into the result")
 	fs.StringVar(&f.latencyOut, "latency-out", "", "write every delivery latency (ns, one a line) here, for ws-merge")
 	fs.StringVar(&f.run, "run", "", "run tag shared by the shards of one run (default: random)")
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this loopback host:port, to see where the load generator's own CPU goes")
 }
 
 // wsRun is a parsed wsFlags plus what the process set up.
@@ -149,6 +152,16 @@ func parseWSFlags(name string, args []string, stderr io.Writer, extra func(*flag
 	}
 	if r.st, err = loadWSState(f.state, strings.TrimRight(f.api, "/")); err != nil {
 		return nil, err
+	}
+	if f.debugAddr != "" {
+		if !isLoopbackHostPort(f.debugAddr) {
+			return nil, usageError{"--debug-addr must be a loopback host:port"}
+		}
+		ln, err := net.Listen("tcp", f.debugAddr)
+		if err != nil {
+			return nil, fmt.Errorf("--debug-addr: %w", err)
+		}
+		go http.Serve(ln, nil) //nolint:errcheck // lives as long as the process; net/http/pprof registers on the default mux
 	}
 	raiseFileLimit(stderr)
 	return r, nil
