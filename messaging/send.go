@@ -327,6 +327,7 @@ func (s *Service) commit(ctx context.Context, batch []*pending) error {
 		digest []byte
 	}
 	earlier := map[sendKey]earlierSend{} // sends before this batch with its client ids
+	answered := 0
 	for rows.Next() {
 		var (
 			i              int
@@ -344,6 +345,7 @@ func (s *Service) commit(ctx context.Context, batch []*pending) error {
 			return fmt.Errorf("msg_send answered for send %d of %d", i, n)
 		}
 		p := unique[i-1]
+		answered++
 		switch status {
 		case "sent":
 			r := &p.req
@@ -370,6 +372,9 @@ func (s *Service) commit(ctx context.Context, batch []*pending) error {
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	if answered != n { // never succeed silently: the caller fails the batch
+		return fmt.Errorf("msg_send answered %d of %d sends", answered, n)
 	}
 	for _, p := range repeats {
 		k := sendKey{p.sender, p.req.ClientID}
