@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -504,5 +506,48 @@ func TestSignedOutSessionLosesItsSocket(t *testing.T) {
 	}
 	if code := r.closeCode(); code != CloseSessionRevoked {
 		t.Errorf("revoked session closed with %d", code)
+	}
+}
+
+// TestPresenceWritesDoNotDeadlock has two nodes write the same accounts
+// offline at the same moment, handed over in opposite orders, as a
+// reconnect storm that moves users between nodes does: each write must
+// wait for the other, not deadlock with it.
+func TestPresenceWritesDoNotDeadlock(t *testing.T) {
+	e := newEnv(t, 0)
+	ctx := context.Background()
+	pool := e.gw.pool
+	var ids []int64
+	if err := pool.QueryRow(ctx, `WITH made AS (
+			INSERT INTO accounts (login, display_name, password_hash)
+			SELECT 'p' || i, 'p' || i, 'x' FROM generate_series(1, 400) i RETURNING id)
+		SELECT array_agg(id) FROM made`).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO gw_nodes (id) VALUES ('pa'), ('pb')`); err != nil {
+		t.Fatal(err)
+	}
+	a := newPresence(&Gateway{pool: pool, node: "pa", log: e.gw.log})
+	b := newPresence(&Gateway{pool: pool, node: "pb", log: e.gw.log})
+	for round := range 8 {
+		up, down := slices.Clone(ids), slices.Clone(ids)
+		slices.Sort(up)
+		slices.Sort(down)
+		slices.Reverse(down)
+		var wg sync.WaitGroup
+		var errA, errB error
+		start := make(chan struct{})
+		wg.Go(func() { <-start; errA = a.write(ctx, nil, up) })
+		wg.Go(func() { <-start; errB = b.write(ctx, nil, down) })
+		close(start)
+		wg.Wait()
+		if errA != nil || errB != nil {
+			t.Fatalf("round %d: %v / %v", round, errA, errB)
+		}
+	}
+	var n int
+	pool.QueryRow(ctx, `SELECT count(*) FROM gw_last_seen WHERE account_id = ANY($1)`, ids).Scan(&n)
+	if n != len(ids) {
+		t.Errorf("last seen of %d accounts, want %d", n, len(ids))
 	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -98,7 +99,30 @@ func (p *presence) flush(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	err := db.InTx(ctx, p.g.pool, func(tx pgx.Tx) error {
+	err := p.write(ctx, ons, offs)
+	if err != nil {
+		p.g.log.Warn("writing presence failed; retrying", "err", err)
+		p.mu.Lock()
+		for a, on := range changes {
+			if _, newer := p.changes[a]; !newer {
+				p.changes[a] = on
+			}
+		}
+		p.mu.Unlock()
+		return
+	}
+	p.announce(ctx, all)
+}
+
+// write stores this node's accounts that came online and went offline.
+// Rows are written in account order, as every other writer of gw_last_seen
+// does, so that nodes writing overlapping accounts at once (a reconnect
+// storm moves users between nodes) wait for each other instead of
+// deadlocking. It sorts ons and offs in place.
+func (p *presence) write(ctx context.Context, ons, offs []int64) error {
+	slices.Sort(ons)
+	slices.Sort(offs)
+	return db.InTx(ctx, p.g.pool, func(tx pgx.Tx) error {
 		if len(ons) > 0 {
 			if _, err := tx.Exec(ctx, `INSERT INTO gw_presence (account_id, node_id) SELECT unnest($1::bigint[]), $2 ON CONFLICT DO NOTHING`, ons, p.g.node); err != nil {
 				return err
@@ -115,18 +139,6 @@ func (p *presence) flush(ctx context.Context) {
 		}
 		return nil
 	})
-	if err != nil {
-		p.g.log.Warn("writing presence failed; retrying", "err", err)
-		p.mu.Lock()
-		for a, on := range changes {
-			if _, newer := p.changes[a]; !newer {
-				p.changes[a] = on
-			}
-		}
-		p.mu.Unlock()
-		return
-	}
-	p.announce(ctx, all)
 }
 
 // state reads the system-wide presence of accounts.
@@ -204,7 +216,7 @@ func (p *presence) tick(now time.Time) {
 	rows, err := p.g.pool.Query(ctx, `WITH dead AS (
 			DELETE FROM gw_nodes WHERE heartbeat_at < now() - $1::interval RETURNING id, heartbeat_at),
 		gone AS (DELETE FROM gw_presence pr USING dead WHERE pr.node_id = dead.id RETURNING pr.account_id, dead.heartbeat_at)
-		INSERT INTO gw_last_seen (account_id, at) SELECT account_id, max(heartbeat_at) FROM gone GROUP BY account_id
+		INSERT INTO gw_last_seen (account_id, at) SELECT account_id, max(heartbeat_at) FROM gone GROUP BY account_id ORDER BY account_id
 		ON CONFLICT (account_id) DO UPDATE SET at = GREATEST(gw_last_seen.at, EXCLUDED.at)
 		RETURNING account_id`, presenceExpiry.String())
 	if err != nil {
@@ -226,7 +238,7 @@ func (p *presence) unregister(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		rows, err := p.g.pool.Query(ctx, `WITH gone AS (DELETE FROM gw_presence WHERE node_id = $1 RETURNING account_id)
-			INSERT INTO gw_last_seen (account_id, at) SELECT account_id, now() FROM gone
+			INSERT INTO gw_last_seen (account_id, at) SELECT account_id, now() FROM gone ORDER BY account_id
 			ON CONFLICT (account_id) DO UPDATE SET at = EXCLUDED.at RETURNING account_id`, p.g.node)
 		if err != nil {
 			p.g.log.Warn("removing presence failed; it expires by itself", "err", err)
