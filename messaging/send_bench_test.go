@@ -25,7 +25,7 @@ func BenchmarkSend(b *testing.B) {
 		convs[i] = c.ID
 	}
 	var next, n atomic.Int64
-	b.SetParallelism(pairs / 2) // GOMAXPROCS × this many goroutines; at most pairs on this machine class
+	b.SetParallelism(pairs / 2) // GOMAXPROCS × pairs/2 senders: one per conversation on 2 cores, sharing them on more
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(next.Add(1)-1) % pairs

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -80,5 +82,17 @@ func TestLoadSeeded(t *testing.T) {
 		if !slices.Equal(c.st.Accounts, before) {
 			t.Errorf("%s: the state changed", name)
 		}
+	}
+}
+
+// TestDebugAddrIsLoopbackOnly: the profiler of --debug-addr may only listen
+// on loopback, like every target.
+func TestDebugAddrIsLoopbackOnly(t *testing.T) {
+	var ue usageError
+	if _, err := parseWSFlags("ws-idle", []string{"--debug-addr", "0.0.0.0:0"}, io.Discard, nil, ""); !errors.As(err, &ue) {
+		t.Errorf("--debug-addr 0.0.0.0:0: %v, want a usage error", err)
+	}
+	if _, err := parseWSFlags("ws-idle", []string{"--debug-addr", "127.0.0.1:0"}, io.Discard, nil, ""); err != nil {
+		t.Errorf("--debug-addr 127.0.0.1:0: %v", err)
 	}
 }

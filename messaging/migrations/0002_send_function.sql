@@ -44,7 +44,7 @@ BEGIN
     ORDER BY id FOR UPDATE;
 
     FOR r_i, r_status, r_bad IN
-        SELECT i, CASE WHEN sender_in THEN 'bad_mention' ELSE 'not_found' END, bad
+        SELECT i, CASE WHEN sender_in THEN 'bad_mention' ELSE 'not_found' END, CASE WHEN sender_in THEN bad END
         FROM (
             SELECT i,
                    EXISTS (SELECT 1 FROM msg_members m WHERE m.conversation_id = p_conv[i]
@@ -58,9 +58,6 @@ BEGIN
         ) c
         WHERE NOT sender_in OR bad IS NOT NULL
     LOOP
-        IF r_status = 'not_found' THEN
-            r_bad := NULL;
-        END IF;
         v_done := v_done || r_i;
         RETURN NEXT;
     END LOOP;
