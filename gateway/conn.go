@@ -40,7 +40,8 @@ type Conn struct {
 
 	mu          sync.Mutex  // guards the fields below; a leaf lock
 	queue       []*outFrame // frames waiting for the writer, at most queueSize
-	writing     bool        // a writer goroutine is running
+	writing     bool        // a writer goroutine is running, or will when the event batch ends
+	batched     bool        // the writer waits for the event batch's end
 	closing     bool        // close requested: nothing more is queued
 	holding     bool        // before the first sync reply: live events wait in held
 	held        []*outFrame // at most maxHeld
@@ -82,11 +83,15 @@ func (c *Conn) actor() authz.Actor {
 }
 
 // deliver queues an event frame, or holds it until the first sync reply.
-func (c *Conn) deliver(f *outFrame) {
+// start reports that the caller must start the connection's writer
+// (go c.writeLoop()). With batch, the router starts it after the batch of
+// events (flushBatch), and repeat reports a frame for a connection whose
+// writer already waits for the batch's end.
+func (c *Conn) deliver(f *outFrame, batch bool) (start, repeat bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
-		return
+		return false, false
 	}
 	if c.holding {
 		if len(c.held) < maxHeld {
@@ -94,9 +99,12 @@ func (c *Conn) deliver(f *outFrame) {
 		} else {
 			c.heldLost = true
 		}
-		return
+		return false, false
 	}
-	c.enqueueLocked(f)
+	repeat = c.batched
+	start = c.queueLocked(f)
+	c.batched = c.batched || (start && batch)
+	return start, repeat
 }
 
 // send queues a frame for this connection only.
@@ -111,20 +119,31 @@ func (c *Conn) send(v any) {
 	c.enqueueLocked(&outFrame{data: data})
 }
 
+// enqueueLocked queues a frame and makes sure a writer runs.
 func (c *Conn) enqueueLocked(f *outFrame) {
+	if c.queueLocked(f) {
+		go c.writeLoop()
+	}
+}
+
+// queueLocked queues a frame. If no writer runs, it claims the writer
+// (writing = true) and reports that the caller must start it: frames
+// queued meanwhile wait for that writer and go out with it, in one write.
+func (c *Conn) queueLocked(f *outFrame) (start bool) {
 	if c.closing {
-		return
+		return false
 	}
 	if len(c.queue) >= queueSize {
 		c.g.metrics.slow.Inc()
 		c.closeLocked(CloseSlowConsumer, "the outbound queue overflowed; reconnect and sync")
-		return
+		return false
 	}
 	c.queue = append(c.queue, f)
-	if !c.writing {
-		c.writing = true
-		go c.writeLoop()
+	if c.writing {
+		return false
 	}
+	c.writing = true
+	return true
 }
 
 // writeLoop writes what is queued, coalescing frames into one message,
@@ -158,6 +177,7 @@ func (c *Conn) write(batch []*outFrame) error {
 			return nil
 		}
 		err := c.ws.WriteMessage(websocket.TextMessage, buf.Bytes())
+		c.g.metrics.writes.Inc()
 		buf.Reset()
 		return err
 	}
@@ -173,6 +193,7 @@ func (c *Conn) write(batch []*outFrame) error {
 		case len(batch) == 1 && f.shared:
 			if p := f.prepared(); p != nil {
 				c.g.metrics.frames.Add(1)
+				c.g.metrics.writes.Inc()
 				return c.ws.WritePreparedMessage(p)
 			}
 			fallthrough

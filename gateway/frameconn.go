@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // frameConn is the socket under gorilla's reader. It hands gorilla at most
@@ -32,6 +34,24 @@ type frameConn struct {
 	remain uint64              // bytes of the current frame not yet handed to gorilla
 
 	ctl func(op int, payload []byte) // ping (9) and pong (10) frames, unmasked; payload is only valid during the call
+
+	wdl atomic.Int64 // the write deadline set on the socket, unix nanoseconds; 0: none
+}
+
+// SetWriteDeadline sets the socket's write deadline rounded up to a whole
+// second, and only when that changes. Gorilla sets it before every write;
+// on the socket each set moves a runtime timer, about a tenth of a busy
+// node's CPU, while the write timeouts (seconds) need no finer grain.
+func (f *frameConn) SetWriteDeadline(t time.Time) error {
+	var d int64
+	if !t.IsZero() {
+		t = t.Truncate(time.Second).Add(time.Second)
+		d = t.UnixNano()
+	}
+	if f.wdl.Swap(d) == d {
+		return nil
+	}
+	return f.Conn.SetWriteDeadline(t)
 }
 
 // frameBufSize holds any frame header (≤ 14 bytes) and any control frame
@@ -48,6 +68,7 @@ const (
 
 func newFrameConn(nc net.Conn) *frameConn {
 	f := &frameConn{Conn: nc}
+	f.wdl.Store(-1) // unknown: the first SetWriteDeadline goes through
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			f.raw = raw

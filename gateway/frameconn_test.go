@@ -274,3 +274,55 @@ func readingGoroutines() int {
 	}
 	return n
 }
+
+// deadlineConn records the write deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	set []time.Time
+}
+
+func (d *deadlineConn) SetWriteDeadline(t time.Time) error {
+	d.set = append(d.set, t)
+	return nil
+}
+
+// TestWriteDeadlineIsSetOnlyWhenItsSecondChanges: gorilla sets the write
+// deadline before every write; the socket is told only when the deadline,
+// rounded up to a whole second, moves, and never earlier than asked.
+func TestWriteDeadlineIsSetOnlyWhenItsSecondChanges(t *testing.T) {
+	d := &deadlineConn{}
+	f := newFrameConn(d)
+	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	steps := []struct {
+		at   time.Time
+		want time.Time // set on the socket; zero: nothing set
+	}{
+		{base.Add(100 * time.Millisecond), base.Add(time.Second)},
+		{base.Add(900 * time.Millisecond), time.Time{}},
+		{base.Add(1500 * time.Millisecond), base.Add(2 * time.Second)},
+		{base.Add(1999 * time.Millisecond), time.Time{}},
+		{time.Time{}, time.Time{}}, // cleared: passed on as zero
+		{base.Add(1600 * time.Millisecond), base.Add(2 * time.Second)},
+	}
+	for i, s := range steps {
+		n := len(d.set)
+		f.SetWriteDeadline(s.at)
+		switch {
+		case s.at.IsZero():
+			if len(d.set) != n+1 || !d.set[n].IsZero() {
+				t.Fatalf("step %d: clearing the deadline set %v", i, d.set[n:])
+			}
+		case s.want.IsZero():
+			if len(d.set) != n {
+				t.Fatalf("step %d: deadline %v set %v again", i, s.at, d.set[n:])
+			}
+		default:
+			if len(d.set) != n+1 || !d.set[n].Equal(s.want) {
+				t.Fatalf("step %d: deadline %v set %v, want %v", i, s.at, d.set[n:], s.want)
+			}
+			if d.set[n].Before(s.at) {
+				t.Fatalf("step %d: deadline %v set earlier, at %v", i, s.at, d.set[n])
+			}
+		}
+	}
+}

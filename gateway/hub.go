@@ -222,8 +222,11 @@ func (h *hub) applyLocked(u *user, m membership) {
 	}
 }
 
-// route delivers an event to its recipients on this node.
-func (h *hub) route(e *event.Event) int {
+// route queues an event for its recipients on this node and passes each
+// connection whose writer must be started to start, which starts it after
+// the event batch (Conn.deliver). It returns the frames queued, and how
+// many of them went to connections already waiting for the batch's end.
+func (h *hub) route(e *event.Event, start func(*Conn)) (n, repeats int) {
 	for _, a := range e.Join {
 		h.membership(a, e.Conv, true)
 	}
@@ -245,7 +248,7 @@ func (h *hub) route(e *event.Event) int {
 		}
 	}
 	if len(targets) == 0 {
-		return 0
+		return 0, 0
 	}
 	data, _ := json.Marshal(serverEvent{Type: e.Type, Data: e.Data})
 	f := &outFrame{data: data}
@@ -260,9 +263,14 @@ func (h *hub) route(e *event.Event) int {
 	}
 	f.shared = len(conns) > 1
 	for _, c := range conns {
-		c.deliver(f)
+		switch s, r := c.deliver(f, true); {
+		case s:
+			start(c)
+		case r:
+			repeats++
+		}
 	}
-	return len(conns)
+	return len(conns), repeats
 }
 
 func containsUser(us []*user, u *user) bool {

@@ -10,6 +10,7 @@ type metrics struct {
 	events          prometheus.Counter
 	deliveries      prometheus.Counter
 	frames          prometheus.Counter
+	writes          prometheus.Counter
 	sends           prometheus.Counter
 	sendSeconds     prometheus.Histogram
 	acks            prometheus.Counter
@@ -26,6 +27,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		events:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_events_total", Help: "Events received from the bus."}),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_deliveries_total", Help: "Event frames queued for local connections."}),
 		frames:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_frames_written_total", Help: "Frames written to sockets."}),
+		writes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_writes_total", Help: "WebSocket messages written to sockets; frames_written / writes is how many frames a write carries."}),
 		sends:      prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_sends_total", Help: "Messages sent over WebSockets."}),
 		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "zhangban_gateway_send_seconds",
 			Help:    "Time from a send frame's arrival to its commit (queueing for a committer included).",
@@ -38,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		waitingUpgrades: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_upgrades_waiting", Help: "Upgrades waiting for a set-up slot."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.waitingUpgrades)
+		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.writes, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.waitingUpgrades)
 	}
 	return m
 }

@@ -21,7 +21,8 @@ const (
 	defaultHeartbeat = 25 * time.Second
 	handshakeTimeout = 20 * time.Second // dial, upgrade and hello
 	writeTimeout     = 10 * time.Second // as the server's: a write stuck longer means a dead peer
-	ackInterval      = 50 * time.Millisecond
+	ackInterval      = time.Second
+	resendDelay      = 50 * time.Millisecond // least wait before writing rate-limited frames again
 )
 
 // State is where the client is in its connection cycle.
@@ -92,8 +93,11 @@ type Config struct {
 	// between connection attempts (defaults 250 ms and 30 s).
 	MinBackoff, MaxBackoff time.Duration
 	// AutoAck sends ack frames (without id) for delivered messages: the
-	// highest sequence per conversation, at most every 50 ms.
-	AutoAck bool
+	// highest sequence per conversation, at most every AckInterval
+	// (default 1 s). Acks only confirm delivery to the server; an ack per
+	// message would cost a phone an uplink frame for every one it gets.
+	AutoAck     bool
+	AckInterval time.Duration
 	// QueueSize bounds the live events waiting for the callbacks (default
 	// 1024). When it is full, further events are dropped and the client
 	// syncs once the callbacks catch up (see EventOverflow).
@@ -204,6 +208,9 @@ func New(cfg Config) *Client {
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = http.DefaultClient
+	}
+	if cfg.AckInterval <= 0 {
+		cfg.AckInterval = ackInterval
 	}
 	log := cfg.Logger
 	if log == nil {

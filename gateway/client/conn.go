@@ -317,7 +317,7 @@ func (c *Client) reply(cn *conn, f serverFrame) {
 		if e.Code == CodeRateLimited {
 			// A refused frame is answered without its id: write again
 			// everything still unanswered on this connection.
-			c.resendLater(cn, max(e.RetryAfter, ackInterval))
+			c.resendLater(cn, max(e.RetryAfter, resendDelay))
 		}
 		return
 	}

@@ -359,7 +359,7 @@ func (c *Client) rewatch(ctx context.Context, cn *conn) {
 	}
 }
 
-// flushAcks sends the pending acks, at most every ackInterval: later ones
+// flushAcks sends the pending acks, at most every AckInterval: later ones
 // are coalesced and a timer wakes the dispatcher for them.
 func (c *Client) flushAcks() {
 	if len(c.acks) == 0 || c.ackArmed {
@@ -369,7 +369,7 @@ func (c *Client) flushAcks() {
 	if cn == nil {
 		return // sent on the next connection
 	}
-	if wait := ackInterval - time.Since(c.ackAt); wait > 0 {
+	if wait := c.cfg.AckInterval - time.Since(c.ackAt); wait > 0 {
 		c.ackArmed = true
 		c.wg.Add(1)
 		f := func() {
