@@ -282,9 +282,8 @@ func (r *wsRun) httpClient(s int) *http.Client {
 			return serr
 		},
 	}
-	tr := &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	tr := &upgradeTransport{
+		dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			p, _ := ctx.Value(wsDialKey{}).(*dialPlan)
 			if p == nil {
 				return d.DialContext(ctx, network, addr)
@@ -306,8 +305,6 @@ func (r *wsRun) httpClient(s int) *http.Client {
 			}
 			return nil, errors.Join(errs...)
 		},
-		MaxIdleConnsPerHost: 1,
-		DisableCompression:  true,
 	}
 	c := &http.Client{Transport: tr}
 	r.transports[s] = c
@@ -791,6 +788,7 @@ type serverSample struct {
 	RSS    float64 `json:"rss_bytes"`
 	Conns  float64 `json:"connections"`
 	Frames float64 `json:"frames_written"`
+	Writes float64 `json:"writes"` // WebSocket messages written: frames / writes is the coalescing
 	Slow   float64 `json:"slow_consumers"`
 	Err    string  `json:"error,omitempty"`
 }
@@ -830,6 +828,8 @@ func (r *wsRun) scrape(ctx context.Context) []serverSample {
 					s.Conns = v
 				case "zhangban_gateway_frames_written_total":
 					s.Frames = v
+				case "zhangban_gateway_writes_total":
+					s.Writes = v
 				case "zhangban_gateway_slow_consumers_total":
 					s.Slow = v
 				}

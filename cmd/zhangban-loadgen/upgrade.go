@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// upgradeTransport sends a WebSocket upgrade request on a connection of
+// its own and reads the answer, all in the caller's goroutine. The client
+// package dials through an http.Client; with net/http's Transport every
+// dial also passes through a dialling goroutine and the connection's read
+// and write goroutines, each a wait in the scheduler's queue. When 19,000
+// clients of a killed node dial at once in one process, those waits are
+// where a storm's seconds went: the gateways held thousands of accepted
+// connections whose upgrade request had not been written yet
+// (docs/benchmarks.md, session 5). Only for upgrades: no keep-alive, no
+// proxy, no TLS, no redirects.
+type upgradeTransport struct {
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+func (t *upgradeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "http" {
+		return nil, errors.New("loadgen: upgrades go over plain HTTP only (ws://)")
+	}
+	ctx := req.Context()
+	addr := req.URL.Host
+	if req.URL.Port() == "" {
+		addr = net.JoinHostPort(req.URL.Hostname(), "80")
+	}
+	conn, err := t.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	// A cancelled request unblocks the handshake's reads and writes.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	resp, br, err := handshake(conn, req)
+	if !stop() && err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = &upgraded{Conn: conn, br: br}
+	} else {
+		resp.Body = &closeBoth{ReadCloser: resp.Body, conn: conn}
+	}
+	return resp, nil
+}
+
+func handshake(conn net.Conn, req *http.Request) (*http.Response, *bufio.Reader, error) {
+	if err := req.Write(conn); err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(conn, 1024)
+	resp, err := http.ReadResponse(br, req)
+	return resp, br, err
+}
+
+// upgraded is the connection after a 101: reads first drain what the
+// response's reader holds beyond the response (the server's first frames
+// may have come with it).
+type upgraded struct {
+	net.Conn
+	br *bufio.Reader // nil once drained
+}
+
+func (u *upgraded) Read(p []byte) (int, error) {
+	if u.br != nil {
+		if u.br.Buffered() > 0 {
+			return u.br.Read(p)
+		}
+		u.br = nil
+	}
+	return u.Conn.Read(p)
+}
+
+// closeBoth is the body of a refused upgrade: closing it closes the
+// connection.
+type closeBoth struct {
+	io.ReadCloser
+	conn net.Conn
+}
+
+func (c *closeBoth) Close() error {
+	c.ReadCloser.Close()
+	return c.conn.Close()
+}
