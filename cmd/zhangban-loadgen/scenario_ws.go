@@ -318,7 +318,7 @@ type wsClient struct {
 	c    *client.Client
 	plan *dialPlan
 
-	mu        sync.Mutex                // guards seen, lats, lastSynced
+	mu        sync.Mutex                // guards the fields below
 	seen      map[int64]map[int64]int32 // conv → seq → times delivered (tagged messages of this run)
 	lats      []time.Duration
 	everSync  bool
@@ -326,7 +326,8 @@ type wsClient struct {
 	discAt    time.Time // the last StateDisconnected
 	resets    int
 	overflows int
-	lastAt    time.Time // the last tagged delivery
+	lastAt    time.Time      // the last tagged delivery
+	reasons   map[string]int // disconnections by reason
 }
 
 // fleet is this process's clients and the counters the progress line shows.
@@ -338,8 +339,6 @@ type fleet struct {
 	other     atomic.Int64 // untagged or other runs' messages, ignored
 	disc      atomic.Int64 // disconnections seen
 	wg        sync.WaitGroup
-	reasonsMu sync.Mutex                                                                   // guards reasons
-	reasons   map[string]int                                                               // disconnections by reason
 	onMessage func(cl *wsClient, m client.Message, now time.Time, sent time.Time, n int64) // extra per-message hook
 }
 
@@ -417,20 +416,22 @@ func (fl *fleet) connect(ctx context.Context, plan func(i int) []string, autoAck
 					fl.connected.Add(1)
 					release()
 				case client.StateDisconnected:
+					// Counted per client and merged at the end: a lock
+					// shared by the clients, which all disconnect at once
+					// in a storm, held up their reconnecting by seconds.
+					reason := disconnectReason(err)
 					cl.mu.Lock()
 					was := !cl.syncedAt.IsZero() && cl.syncedAt.After(cl.discAt)
 					cl.discAt = now
+					if cl.reasons == nil {
+						cl.reasons = map[string]int{}
+					}
+					cl.reasons[reason]++
 					cl.mu.Unlock()
 					if was {
 						fl.connected.Add(-1)
 					}
 					fl.disc.Add(1)
-					fl.reasonsMu.Lock()
-					if fl.reasons == nil {
-						fl.reasons = map[string]int{}
-					}
-					fl.reasons[disconnectReason(err)]++
-					fl.reasonsMu.Unlock()
 				}
 			},
 		})

@@ -161,9 +161,15 @@ func rssPerConn(before, after []serverSample) float64 {
 func (r *wsRun) finish(s *wsSummary, stdout io.Writer) error {
 	s.Label, s.Run, s.Targets, s.Shard = r.f.label, r.runTag, r.targets, r.f.shard
 	if fl := r.fleet; fl != nil {
-		fl.reasonsMu.Lock()
-		s.DiscReasons = sortedCounts(fl.reasons)
-		fl.reasonsMu.Unlock()
+		reasons := map[string]int{}
+		for _, cl := range fl.clients {
+			cl.mu.Lock()
+			for k, n := range cl.reasons {
+				reasons[k] += n
+			}
+			cl.mu.Unlock()
+		}
+		s.DiscReasons = sortedCounts(reasons)
 	}
 	s.LoadgenRSS = selfRSS()
 	s.print(stdout)
