@@ -35,7 +35,7 @@ func TestEventsWaitingAreWrittenTogether(t *testing.T) {
 			first = false
 			<-release
 		}
-		time.Sleep(time.Millisecond) // each event is routed a moment after the one before
+		time.Sleep(500 * time.Microsecond) // each event is routed a moment after the one before
 		e.gw.onEvent(m)
 	})
 	if err != nil {
@@ -64,8 +64,8 @@ func TestEventsWaitingAreWrittenTogether(t *testing.T) {
 			t.Fatalf("notice %d arrived as number %v", i, n)
 		}
 	}
-	if w := counterValue(e.gw.metrics.writes) - before; w > 3 {
-		t.Errorf("%d waiting events took %v writes; want them batched into at most 3", events, w)
+	if w := counterValue(e.gw.metrics.writes) - before; w > 6 {
+		t.Errorf("%d waiting events took %v writes; want them batched into at most 6", events, w)
 	}
 }
 
@@ -80,14 +80,99 @@ func TestBatchWithoutNextEventIsWritten(t *testing.T) {
 	g.hub.route(&ev, func(c *Conn) { g.batch.conns = append(g.batch.conns, c) })
 	g.batch.mu.Unlock()
 	start := time.Now()
-	if !g.deferBatch() {
-		t.Fatal("a fresh batch was not kept open")
+	if !g.keepOpen(true) {
+		t.Fatal("a fresh batch with an event waiting behind it was closed")
 	}
 	f := r.expect("notice")
 	if n := f["data"].(map[string]any)["n"]; n != float64(7) {
 		t.Fatalf("got notice %v", n)
 	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("the batch was written after %v; want about %v", d, batchDelayShared)
+	if d := time.Since(start); d > 10*batchDelay {
+		t.Errorf("the batch was written after %v; want about %v", d, batchDelay)
+	}
+}
+
+// TestBroadcastWaitsForTheWritersBeforeIt: a batch with an event for many
+// connections stays open while the writers of the batch before it write,
+// and is written when the last of them is done; a batch of direct
+// messages does not wait for them, nor does a broadcast when no writer is
+// busy.
+func TestBroadcastWaitsForTheWritersBeforeIt(t *testing.T) {
+	e := newEnv(t, largeFanout)
+	var rs []*raw
+	for i := range largeFanout {
+		rs = append(rs, e.online(i))
+	}
+	g := e.gw
+	routeBatch := func(ev event.Event) {
+		b := &g.batch
+		b.mu.Lock()
+		n := g.hub.route(&ev, func(c *Conn) { b.conns = append(b.conns, c) })
+		b.shared = b.shared || (n >= largeFanout && len(b.conns) > 0)
+		b.mu.Unlock()
+	}
+	all := event.Event{Type: "notice", To: e.ids, Data: json.RawMessage(`{"n":1}`)}
+
+	// No writer busy: written at once.
+	routeBatch(all)
+	if g.keepOpen(false) {
+		t.Fatal("a broadcast batch stayed open with no writer busy")
+	}
+	g.flushBatch()
+	for _, r := range rs {
+		r.expect("notice")
+	}
+	waitWriters := func(n int) {
+		t.Helper()
+		testenv.Eventually(t, 5*time.Second, func() error {
+			g.batch.mu.Lock()
+			defer g.batch.mu.Unlock()
+			if g.batch.writing != n {
+				return fmt.Errorf("%d writers running, want %d", g.batch.writing, n)
+			}
+			return nil
+		})
+	}
+	waitWriters(0)
+
+	// A writer of an earlier batch is busy (simulated): a direct message
+	// does not wait for it, a broadcast does.
+	g.batch.mu.Lock()
+	g.batch.writing++
+	g.batch.mu.Unlock()
+	routeBatch(notice(e.ids[0], 2))
+	if g.keepOpen(false) {
+		t.Fatal("a direct message waited for the writers of an earlier batch")
+	}
+	g.flushBatch()
+	if n := rs[0].expect("notice")["data"].(map[string]any)["n"]; n != float64(2) {
+		t.Fatalf("got notice %v", n)
+	}
+	// Its writer ends (a writer still running would take the broadcast's
+	// frame along without waiting for any batch).
+	waitWriters(1)
+	all.Data = json.RawMessage(`{"n":3}`)
+	routeBatch(all)
+	if !g.keepOpen(false) {
+		t.Fatal("a broadcast did not wait for the writers of an earlier batch")
+	}
+	time.Sleep(3 * batchDelay)
+	for i, r := range rs {
+		if r.saw(func(f map[string]any) bool {
+			d, _ := f["data"].(map[string]any)
+			return f["type"] == "notice" && d["n"] == float64(3)
+		}) {
+			t.Fatalf("connection %d got the broadcast while its batch waited", i)
+		}
+	}
+	done := time.Now()
+	g.writerDone() // the busy writer finishes
+	for _, r := range rs {
+		if n := r.expect("notice")["data"].(map[string]any)["n"]; n != float64(3) {
+			t.Fatalf("got notice %v", n)
+		}
+	}
+	if d := time.Since(done); d > batchDelayShared/2 {
+		t.Errorf("the broadcast came %v after the writer before it finished; want it at once, not when its batch timed out", d)
 	}
 }

@@ -40,8 +40,7 @@ type Conn struct {
 
 	mu          sync.Mutex  // guards the fields below; a leaf lock
 	queue       []*outFrame // frames waiting for the writer, at most queueSize
-	writing     bool        // a writer goroutine is running, or will when the event batch ends
-	batched     bool        // the writer waits for the event batch's end
+	writing     bool        // a writer goroutine is running, or will when the event batch closes
 	closing     bool        // close requested: nothing more is queued
 	holding     bool        // before the first sync reply: live events wait in held
 	held        []*outFrame // at most maxHeld
@@ -83,15 +82,14 @@ func (c *Conn) actor() authz.Actor {
 }
 
 // deliver queues an event frame, or holds it until the first sync reply.
-// start reports that the caller must start the connection's writer
-// (go c.writeLoop()). With batch, the router starts it after the batch of
-// events (flushBatch), and repeat reports a frame for a connection whose
-// writer already waits for the batch's end.
-func (c *Conn) deliver(f *outFrame, batch bool) (start, repeat bool) {
+// It reports whether the caller must start the connection's writer (go
+// c.writeLoop()); the router starts it when the batch of events closes
+// (flushBatch).
+func (c *Conn) deliver(f *outFrame) (start bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
-		return false, false
+		return false
 	}
 	if c.holding {
 		if len(c.held) < maxHeld {
@@ -99,12 +97,9 @@ func (c *Conn) deliver(f *outFrame, batch bool) (start, repeat bool) {
 		} else {
 			c.heldLost = true
 		}
-		return false, false
+		return false
 	}
-	repeat = c.batched
-	start = c.queueLocked(f)
-	c.batched = c.batched || (start && batch)
-	return start, repeat
+	return c.queueLocked(f)
 }
 
 // send queues a frame for this connection only.

@@ -221,75 +221,88 @@ func (g *Gateway) Node() string { return g.node }
 
 // Events are routed in batches. Each event's frames are queued for its
 // recipients at once, but the writers of connections that had none running
-// start only when no further event is waiting in the subscription, or when
-// the batch is old enough. A node that keeps up routes every event alone,
-// at no delay. One that falls behind, as under a broadcast into large
-// groups, routes what is waiting first, so that a connection's writer
-// finds several frames queued and writes them in one message: far fewer
-// writes (about half of the node's CPU is the write system call) for a
-// backlog that waits anyway.
+// start together when the batch closes. A node that keeps up routes every
+// event alone, at no delay. One that falls behind routes what is waiting
+// first, so that a connection's writer finds several frames queued and
+// writes them in one message: far fewer writes (about half of a busy
+// node's CPU is the write system call) for a backlog that waits anyway.
 //
-// A batch is closed after batchDelay. It stays open up to batchDelayShared
-// while waiting pays: while its connections have on average at least two
-// frames each (a broadcast), not when each has about one (direct
-// messages, whose latency counts).
+// A batch closes when no further event waits in the subscription, or when
+// it is batchDelay old. A batch with an event for many connections
+// (largeFanout or more, a group or broadcast) also stays open while the
+// writers of the batch before it are still writing, up to
+// batchDelayShared: a node that cannot write a broadcast as fast as it
+// comes then writes each connection once per round, with everything that
+// came for it meanwhile, instead of once per event. Direct messages (a few
+// connections each) never wait longer than batchDelay.
 const (
 	batchDelay       = 20 * time.Millisecond
-	batchDelayShared = 100 * time.Millisecond
+	batchDelayShared = time.Second
+	largeFanout      = 64
 )
 
 // eventBatch is the connections whose writers wait for the batch's end.
 type eventBatch struct {
 	mu      sync.Mutex
 	conns   []*Conn // deferred writers
-	repeats int     // further frames queued for them
+	shared  bool    // an event for largeFanout connections or more is in it
+	writing int     // writers started by earlier flushes that are still running
+	since   time.Time // when the batch's first writer was deferred; zero: the batch is empty
 	timer   *time.Timer
-	armed   bool      // the timer runs for the current batch
-	since   time.Time // when the batch's first writer was deferred
+	armed   bool // the timer runs for the current batch
 }
 
 func (g *Gateway) onEvent(m *nats.Msg) {
+	b := &g.batch
 	e, err := event.Decode(m.Data)
 	if err != nil {
 		g.log.Warn("dropping a malformed event", "err", err)
 	} else {
-		b := &g.batch
 		b.mu.Lock()
-		n, r := g.hub.route(&e, func(c *Conn) { b.conns = append(b.conns, c) })
-		b.repeats += r
+		n := g.hub.route(&e, func(c *Conn) { b.conns = append(b.conns, c) })
+		b.shared = b.shared || (n >= largeFanout && len(b.conns) > 0)
 		b.mu.Unlock()
 		g.metrics.events.Inc()
 		g.metrics.deliveries.Add(float64(n))
 	}
 	// Pending counts the message being handled until the handler returns.
-	if waiting, _, err := m.Sub.Pending(); err == nil && waiting > 1 && g.deferBatch() {
+	waiting, _, err := m.Sub.Pending()
+	if g.keepOpen(err == nil && waiting > 1) {
 		return
 	}
 	g.flushBatch()
 }
 
-// deferBatch keeps the batch open for the next event if it may wait
-// longer, and reports whether it did.
-func (g *Gateway) deferBatch() bool {
+// keepOpen reports whether the batch stays open for more events; more
+// tells that another event waits.
+func (g *Gateway) keepOpen(more bool) bool {
 	b := &g.batch
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.conns) == 0 {
-		return true
+		return true // nothing deferred
 	}
-	if !b.armed {
-		// The timer closes the batch if no further event comes (the
-		// subscription ended); it fires at the latest a batch may close.
-		b.armed, b.since = true, time.Now()
-		if b.timer == nil {
-			b.timer = time.AfterFunc(batchDelayShared, g.flushBatch)
-		} else {
-			b.timer.Reset(batchDelayShared)
+	now := time.Now()
+	if b.since.IsZero() {
+		b.since = now
+	}
+	age := now.Sub(b.since)
+	open := (more && age < batchDelay) || (b.shared && b.writing > 0 && age < batchDelayShared)
+	if open {
+		// The timer closes a batch whose next event or writer never
+		// comes (the subscription ended).
+		limit := batchDelay
+		if b.shared {
+			limit = batchDelayShared
 		}
-		return true
+		if b.timer == nil {
+			b.timer = time.AfterFunc(limit-age, g.flushBatch)
+		} else {
+			b.timer.Reset(limit - age)
+		}
+		b.armed = true
 	}
-	age := time.Since(b.since)
-	return age < batchDelay || (age < batchDelayShared && b.repeats >= len(b.conns))
+	return open
 }
 
 // flushBatch starts the writers of the batch's connections.
@@ -297,17 +310,33 @@ func (g *Gateway) flushBatch() {
 	b := &g.batch
 	b.mu.Lock()
 	conns := b.conns
-	b.conns, b.repeats = nil, 0
+	b.conns, b.shared, b.since = nil, false, time.Time{}
+	b.writing += len(conns)
 	if b.armed {
 		b.armed = false
 		b.timer.Stop()
 	}
 	b.mu.Unlock()
 	for _, c := range conns {
-		c.mu.Lock()
-		c.batched = false
-		c.mu.Unlock()
-		go c.writeLoop()
+		go g.writeBatched(c)
+	}
+}
+
+// writeBatched is the writer of a connection started by flushBatch. The
+// last of a flush's writers to finish closes a batch that waits for them.
+func (g *Gateway) writeBatched(c *Conn) {
+	c.writeLoop()
+	g.writerDone()
+}
+
+func (g *Gateway) writerDone() {
+	b := &g.batch
+	b.mu.Lock()
+	b.writing--
+	flush := b.writing == 0 && b.shared && len(b.conns) > 0
+	b.mu.Unlock()
+	if flush {
+		g.flushBatch()
 	}
 }
 

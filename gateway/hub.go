@@ -222,11 +222,10 @@ func (h *hub) applyLocked(u *user, m membership) {
 	}
 }
 
-// route queues an event for its recipients on this node and passes each
-// connection whose writer must be started to start, which starts it after
-// the event batch (Conn.deliver). It returns the frames queued, and how
-// many of them went to connections already waiting for the batch's end.
-func (h *hub) route(e *event.Event, start func(*Conn)) (n, repeats int) {
+// route queues an event for its recipients on this node, passes each
+// connection whose writer must be started to start (Conn.deliver), and
+// returns how many frames it queued.
+func (h *hub) route(e *event.Event, start func(*Conn)) int {
 	for _, a := range e.Join {
 		h.membership(a, e.Conv, true)
 	}
@@ -248,7 +247,7 @@ func (h *hub) route(e *event.Event, start func(*Conn)) (n, repeats int) {
 		}
 	}
 	if len(targets) == 0 {
-		return 0, 0
+		return 0
 	}
 	data, _ := json.Marshal(serverEvent{Type: e.Type, Data: e.Data})
 	f := &outFrame{data: data}
@@ -263,14 +262,11 @@ func (h *hub) route(e *event.Event, start func(*Conn)) (n, repeats int) {
 	}
 	f.shared = len(conns) > 1
 	for _, c := range conns {
-		switch s, r := c.deliver(f, true); {
-		case s:
+		if c.deliver(f) {
 			start(c)
-		case r:
-			repeats++
 		}
 	}
-	return len(conns), repeats
+	return len(conns)
 }
 
 func containsUser(us []*user, u *user) bool {

@@ -191,7 +191,7 @@ func (p *presence) onEvent(m *nats.Msg) {
 		data, _ := json.Marshal(serverEvent{Type: "presence", Data: mustJSON(s)})
 		f := &outFrame{data: data, shared: len(ws) > 1}
 		for _, c := range ws {
-			if start, _ := c.deliver(f, false); start {
+			if c.deliver(f) {
 				go c.writeLoop()
 			}
 		}
