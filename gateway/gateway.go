@@ -244,9 +244,9 @@ const (
 // eventBatch is the connections whose writers wait for the batch's end.
 type eventBatch struct {
 	mu      sync.Mutex
-	conns   []*Conn // deferred writers
-	shared  bool    // an event for largeFanout connections or more is in it
-	writing int     // writers started by earlier flushes that are still running
+	conns   []*Conn   // deferred writers
+	shared  bool      // an event for largeFanout connections or more is in it
+	writing int       // writers started by earlier flushes that are still running
 	since   time.Time // when the batch's first writer was deferred; zero: the batch is empty
 	timer   *time.Timer
 	armed   bool // the timer runs for the current batch
