@@ -125,10 +125,8 @@ func TestBroadcastWaitsForTheWritersBeforeIt(t *testing.T) {
 	waitWriters := func(n int) {
 		t.Helper()
 		testenv.Eventually(t, 5*time.Second, func() error {
-			g.batch.mu.Lock()
-			defer g.batch.mu.Unlock()
-			if g.batch.writing != n {
-				return fmt.Errorf("%d writers running, want %d", g.batch.writing, n)
+			if w := g.batch.writing.Load(); w != int64(n) {
+				return fmt.Errorf("%d writers running, want %d", w, n)
 			}
 			return nil
 		})
@@ -137,9 +135,7 @@ func TestBroadcastWaitsForTheWritersBeforeIt(t *testing.T) {
 
 	// A writer of an earlier batch is busy (simulated): a direct message
 	// does not wait for it, a broadcast does.
-	g.batch.mu.Lock()
-	g.batch.writing++
-	g.batch.mu.Unlock()
+	g.batch.writing.Add(1)
 	routeBatch(notice(e.ids[0], 2))
 	if g.keepOpen(false) {
 		t.Fatal("a direct message waited for the writers of an earlier batch")

@@ -38,14 +38,18 @@ type frameConn struct {
 	wdl atomic.Int64 // the write deadline set on the socket, unix nanoseconds; 0: none
 }
 
-// SetWriteDeadline sets the socket's write deadline rounded up to a whole
-// second, and only when that changes. Gorilla sets it before every write;
-// on the socket each set moves a runtime timer, about a tenth of a busy
-// node's CPU, while the write timeouts (seconds) need no finer grain.
+// deadlineGrain is the precision of write deadlines on the socket: a
+// write given 10 s (writeTimeout) gets 10-15 s.
+const deadlineGrain = writeTimeout / 2
+
+// SetWriteDeadline sets the socket's write deadline rounded up to
+// deadlineGrain, and only when that changes. Gorilla sets it before every
+// write; on the socket each set moves a runtime timer, about a tenth of a
+// busy node's CPU, while the write timeouts (seconds) need no finer grain.
 func (f *frameConn) SetWriteDeadline(t time.Time) error {
 	var d int64
 	if !t.IsZero() {
-		t = t.Truncate(time.Second).Add(time.Second)
+		t = t.Truncate(deadlineGrain).Add(deadlineGrain)
 		d = t.UnixNano()
 	}
 	if f.wdl.Swap(d) == d {

@@ -286,23 +286,24 @@ func (d *deadlineConn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// TestWriteDeadlineIsSetOnlyWhenItsSecondChanges: gorilla sets the write
+// TestWriteDeadlineIsSetOnlyWhenItsGrainChanges: gorilla sets the write
 // deadline before every write; the socket is told only when the deadline,
-// rounded up to a whole second, moves, and never earlier than asked.
-func TestWriteDeadlineIsSetOnlyWhenItsSecondChanges(t *testing.T) {
+// rounded up to deadlineGrain, moves, and never earlier than asked.
+func TestWriteDeadlineIsSetOnlyWhenItsGrainChanges(t *testing.T) {
 	d := &deadlineConn{}
 	f := newFrameConn(d)
-	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	g := deadlineGrain
+	base := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC) // a multiple of the grain
 	steps := []struct {
 		at   time.Time
 		want time.Time // set on the socket; zero: nothing set
 	}{
-		{base.Add(100 * time.Millisecond), base.Add(time.Second)},
-		{base.Add(900 * time.Millisecond), time.Time{}},
-		{base.Add(1500 * time.Millisecond), base.Add(2 * time.Second)},
-		{base.Add(1999 * time.Millisecond), time.Time{}},
+		{base.Add(g / 10), base.Add(g)},
+		{base.Add(g * 9 / 10), time.Time{}},
+		{base.Add(g * 3 / 2), base.Add(2 * g)},
+		{base.Add(2*g - time.Millisecond), time.Time{}},
 		{time.Time{}, time.Time{}}, // cleared: passed on as zero
-		{base.Add(1600 * time.Millisecond), base.Add(2 * time.Second)},
+		{base.Add(g * 8 / 5), base.Add(2 * g)},
 	}
 	for i, s := range steps {
 		n := len(d.set)

@@ -244,10 +244,10 @@ const (
 // eventBatch is the connections whose writers wait for the batch's end.
 type eventBatch struct {
 	mu      sync.Mutex
-	conns   []*Conn   // deferred writers
-	shared  bool      // an event for largeFanout connections or more is in it
-	writing int       // writers started by earlier flushes that are still running
-	since   time.Time // when the batch's first writer was deferred; zero: the batch is empty
+	conns   []*Conn      // deferred writers
+	shared  bool         // an event for largeFanout connections or more is in it
+	writing atomic.Int64 // writers started by earlier flushes that are still running
+	since   time.Time    // when the batch's first writer was deferred; zero: the batch is empty
 	timer   *time.Timer
 	armed   bool // the timer runs for the current batch
 }
@@ -287,7 +287,7 @@ func (g *Gateway) keepOpen(more bool) bool {
 		b.since = now
 	}
 	age := now.Sub(b.since)
-	open := (more && age < batchDelay) || (b.shared && b.writing > 0 && age < batchDelayShared)
+	open := (more && age < batchDelay) || (b.shared && b.writing.Load() > 0 && age < batchDelayShared)
 	if open {
 		// The timer closes a batch whose next event or writer never
 		// comes (the subscription ended).
@@ -311,7 +311,7 @@ func (g *Gateway) flushBatch() {
 	b.mu.Lock()
 	conns := b.conns
 	b.conns, b.shared, b.since = nil, false, time.Time{}
-	b.writing += len(conns)
+	b.writing.Add(int64(len(conns)))
 	if b.armed {
 		b.armed = false
 		b.timer.Stop()
@@ -331,9 +331,13 @@ func (g *Gateway) writeBatched(c *Conn) {
 
 func (g *Gateway) writerDone() {
 	b := &g.batch
+	if b.writing.Add(-1) != 0 {
+		return
+	}
+	// keepOpen decides under mu, so a batch it kept open for this writer
+	// is seen here.
 	b.mu.Lock()
-	b.writing--
-	flush := b.writing == 0 && b.shared && len(b.conns) > 0
+	flush := b.shared && len(b.conns) > 0
 	b.mu.Unlock()
 	if flush {
 		g.flushBatch()
