@@ -76,9 +76,7 @@ func TestBatchWithoutNextEventIsWritten(t *testing.T) {
 	r := e.online(0)
 	g := e.gw
 	ev := notice(e.ids[0], 7)
-	g.batch.mu.Lock()
-	g.hub.route(&ev, func(c *Conn) { g.batch.conns = append(g.batch.conns, c) })
-	g.batch.mu.Unlock()
+	g.routeBatched(&ev)
 	start := time.Now()
 	if !g.keepOpen(true) {
 		t.Fatal("a fresh batch with an event waiting behind it was closed")
@@ -104,13 +102,7 @@ func TestBroadcastWaitsForTheWritersBeforeIt(t *testing.T) {
 		rs = append(rs, e.online(i))
 	}
 	g := e.gw
-	routeBatch := func(ev event.Event) {
-		b := &g.batch
-		b.mu.Lock()
-		n := g.hub.route(&ev, func(c *Conn) { b.conns = append(b.conns, c) })
-		b.shared = b.shared || (n >= largeFanout && len(b.conns) > 0)
-		b.mu.Unlock()
-	}
+	routeBatch := func(ev event.Event) { g.routeBatched(&ev) }
 	all := event.Event{Type: "notice", To: e.ids, Data: json.RawMessage(`{"n":1}`)}
 
 	// No writer busy: written at once.

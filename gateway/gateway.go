@@ -253,15 +253,11 @@ type eventBatch struct {
 }
 
 func (g *Gateway) onEvent(m *nats.Msg) {
-	b := &g.batch
 	e, err := event.Decode(m.Data)
 	if err != nil {
 		g.log.Warn("dropping a malformed event", "err", err)
 	} else {
-		b.mu.Lock()
-		n := g.hub.route(&e, func(c *Conn) { b.conns = append(b.conns, c) })
-		b.shared = b.shared || (n >= largeFanout && len(b.conns) > 0)
-		b.mu.Unlock()
+		n := g.routeBatched(&e)
 		g.metrics.events.Inc()
 		g.metrics.deliveries.Add(float64(n))
 	}
@@ -271,6 +267,18 @@ func (g *Gateway) onEvent(m *nats.Msg) {
 		return
 	}
 	g.flushBatch()
+}
+
+// routeBatched routes an event into the batch: the writers it needs wait
+// for the batch to close.
+func (g *Gateway) routeBatched(e *event.Event) int {
+	b := &g.batch
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	before := len(b.conns)
+	n := g.hub.route(e, func(c *Conn) { b.conns = append(b.conns, c) })
+	b.shared = b.shared || (n >= largeFanout && len(b.conns) > before)
+	return n
 }
 
 // keepOpen reports whether the batch stays open for more events; more
