@@ -17,15 +17,38 @@ func notice(to int64, n int) event.Event {
 	return event.Event{Type: "notice", To: []int64{to}, Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
 }
 
-// TestEventsWaitingAreWrittenTogether: events that wait in the
-// subscription while the node is busy are routed first and their frames
-// written to a connection in one message, not one write each. The events
-// come through a subscription of their own (a test subject), whose handler
-// holds the first until all are waiting and then hands each to onEvent a
-// little apart, as a busy node would.
+// crowd is largeFanout accounts online, enough for their events to be
+// batched, and an event for all of them numbered n.
+func crowd(t *testing.T) (*env, []*raw, func(n int) event.Event) {
+	e := newEnv(t, largeFanout)
+	var rs []*raw
+	for i := range largeFanout {
+		rs = append(rs, e.online(i))
+	}
+	return e, rs, func(n int) event.Event {
+		return event.Event{Type: "notice", To: e.ids, Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))}
+	}
+}
+
+// expectNotice waits for notice n on r.
+func expectNotice(t *testing.T, r *raw, n int) {
+	t.Helper()
+	if got := r.expect("notice")["data"].(map[string]any)["n"]; got != float64(n) {
+		t.Fatalf("got notice %v, want %d", got, n)
+	}
+}
+
+// TestEventsWaitingAreWrittenTogether: events for many connections that
+// wait in the subscription while the node is busy arrive in order, their
+// frames written to each connection in one or two messages, not one write
+// each. The events come through a subscription of their own (a test
+// subject), whose handler holds the first until all are waiting. (The
+// rules that batch them are checked one by one in
+// TestBroadcastWaitsForTheWritersBeforeIt: writers that run while events
+// are routed coalesce frames too, so a count of writes cannot tell them
+// apart.)
 func TestEventsWaitingAreWrittenTogether(t *testing.T) {
-	e := newEnv(t, 1)
-	r := e.online(0)
+	e, rs, all := crowd(t)
 	const events = 30
 	release := make(chan struct{})
 	first := true
@@ -35,7 +58,6 @@ func TestEventsWaitingAreWrittenTogether(t *testing.T) {
 			first = false
 			<-release
 		}
-		time.Sleep(500 * time.Microsecond) // each event is routed a moment after the one before
 		e.gw.onEvent(m)
 	})
 	if err != nil {
@@ -43,8 +65,7 @@ func TestEventsWaitingAreWrittenTogether(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 	for i := range events {
-		ev := notice(e.ids[0], i)
-		buf, _ := json.Marshal(ev)
+		buf, _ := json.Marshal(all(i))
 		if err := nc.Publish("test.batch", buf); err != nil {
 			t.Fatal(err)
 		}
@@ -58,62 +79,45 @@ func TestEventsWaitingAreWrittenTogether(t *testing.T) {
 	}
 	before := counterValue(e.gw.metrics.writes)
 	close(release)
-	for i := range events {
-		f := r.expect("notice")
-		if n := f["data"].(map[string]any)["n"]; n != float64(i) {
-			t.Fatalf("notice %d arrived as number %v", i, n)
+	for _, r := range rs {
+		for i := range events {
+			expectNotice(t, r, i)
 		}
 	}
-	if w := counterValue(e.gw.metrics.writes) - before; w > 6 {
-		t.Errorf("%d waiting events took %v writes; want them batched into at most 6", events, w)
+	if w := counterValue(e.gw.metrics.writes) - before; w > 2*largeFanout {
+		t.Errorf("%d waiting events for %d connections took %v writes; want them batched into at most %d",
+			events, largeFanout, w, 2*largeFanout)
 	}
 }
 
 // TestBatchWithoutNextEventIsWritten: a batch kept open for an event that
 // never comes (the subscription ended) is written when its time is up.
 func TestBatchWithoutNextEventIsWritten(t *testing.T) {
-	e := newEnv(t, 1)
-	r := e.online(0)
+	e, rs, all := crowd(t)
 	g := e.gw
-	ev := notice(e.ids[0], 7)
+	ev := all(7)
 	g.routeBatched(&ev)
 	start := time.Now()
 	if !g.keepOpen(true) {
-		t.Fatal("a fresh batch with an event waiting behind it was closed")
+		t.Fatal("a fresh broadcast batch with an event waiting behind it was closed")
 	}
-	f := r.expect("notice")
-	if n := f["data"].(map[string]any)["n"]; n != float64(7) {
-		t.Fatalf("got notice %v", n)
+	for _, r := range rs {
+		expectNotice(t, r, 7)
 	}
-	if d := time.Since(start); d > 10*batchDelay {
-		t.Errorf("the batch was written after %v; want about %v", d, batchDelay)
+	if d := time.Since(start); d > 2*batchDelayShared {
+		t.Errorf("the batch was written after %v; want about %v", d, batchDelayShared)
 	}
 }
 
 // TestBroadcastWaitsForTheWritersBeforeIt: a batch with an event for many
-// connections stays open while the writers of the batch before it write,
-// and is written when the last of them is done; a batch of direct
-// messages does not wait for them, nor does a broadcast when no writer is
-// busy.
+// connections stays open while events wait behind it (at most batchDelay)
+// and while the writers of the batch before it write, and is written when
+// the last of them is done; a direct message waits for neither, and a
+// broadcast is written at once when nothing waits and no writer is busy.
 func TestBroadcastWaitsForTheWritersBeforeIt(t *testing.T) {
-	e := newEnv(t, largeFanout)
-	var rs []*raw
-	for i := range largeFanout {
-		rs = append(rs, e.online(i))
-	}
+	e, rs, all := crowd(t)
 	g := e.gw
 	routeBatch := func(ev event.Event) { g.routeBatched(&ev) }
-	all := event.Event{Type: "notice", To: e.ids, Data: json.RawMessage(`{"n":1}`)}
-
-	// No writer busy: written at once.
-	routeBatch(all)
-	if g.keepOpen(false) {
-		t.Fatal("a broadcast batch stayed open with no writer busy")
-	}
-	g.flushBatch()
-	for _, r := range rs {
-		r.expect("notice")
-	}
 	waitWriters := func(n int) {
 		t.Helper()
 		testenv.Eventually(t, 5*time.Second, func() error {
@@ -123,24 +127,46 @@ func TestBroadcastWaitsForTheWritersBeforeIt(t *testing.T) {
 			return nil
 		})
 	}
+
+	// Events waiting behind it: open, for batchDelay at most.
+	routeBatch(all(1))
+	if !g.keepOpen(true) {
+		t.Fatal("a broadcast batch closed with events waiting behind it")
+	}
+	time.Sleep(batchDelay)
+	if g.keepOpen(true) {
+		t.Fatalf("a broadcast batch stayed open for waiting events beyond %v", batchDelay)
+	}
+	g.flushBatch()
+	for _, r := range rs {
+		expectNotice(t, r, 1)
+	}
+	waitWriters(0)
+
+	// Nothing waiting, no writer busy: written at once.
+	routeBatch(all(2))
+	if g.keepOpen(false) {
+		t.Fatal("a broadcast batch stayed open with nothing waiting and no writer busy")
+	}
+	g.flushBatch()
+	for _, r := range rs {
+		expectNotice(t, r, 2)
+	}
 	waitWriters(0)
 
 	// A writer of an earlier batch is busy (simulated): a direct message
-	// does not wait for it, a broadcast does.
+	// waits neither for it nor for events behind it; a broadcast does.
 	g.batch.writing.Add(1)
-	routeBatch(notice(e.ids[0], 2))
-	if g.keepOpen(false) {
-		t.Fatal("a direct message waited for the writers of an earlier batch")
+	routeBatch(notice(e.ids[0], 3))
+	if g.keepOpen(true) {
+		t.Fatal("a direct message waited for the writers of an earlier batch or for the events behind it")
 	}
 	g.flushBatch()
-	if n := rs[0].expect("notice")["data"].(map[string]any)["n"]; n != float64(2) {
-		t.Fatalf("got notice %v", n)
-	}
+	expectNotice(t, rs[0], 3)
 	// Its writer ends (a writer still running would take the broadcast's
 	// frame along without waiting for any batch).
 	waitWriters(1)
-	all.Data = json.RawMessage(`{"n":3}`)
-	routeBatch(all)
+	routeBatch(all(4))
 	if !g.keepOpen(false) {
 		t.Fatal("a broadcast did not wait for the writers of an earlier batch")
 	}
@@ -148,7 +174,7 @@ func TestBroadcastWaitsForTheWritersBeforeIt(t *testing.T) {
 	for i, r := range rs {
 		if r.saw(func(f map[string]any) bool {
 			d, _ := f["data"].(map[string]any)
-			return f["type"] == "notice" && d["n"] == float64(3)
+			return f["type"] == "notice" && d["n"] == float64(4)
 		}) {
 			t.Fatalf("connection %d got the broadcast while its batch waited", i)
 		}
@@ -156,9 +182,7 @@ func TestBroadcastWaitsForTheWritersBeforeIt(t *testing.T) {
 	done := time.Now()
 	g.writerDone() // the busy writer finishes
 	for _, r := range rs {
-		if n := r.expect("notice")["data"].(map[string]any)["n"]; n != float64(3) {
-			t.Fatalf("got notice %v", n)
-		}
+		expectNotice(t, r, 4)
 	}
 	if d := time.Since(done); d > batchDelayShared/2 {
 		t.Errorf("the broadcast came %v after the writer before it finished; want it at once, not when its batch timed out", d)

@@ -219,22 +219,22 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 // Node is this node's name.
 func (g *Gateway) Node() string { return g.node }
 
-// Events are routed in batches. Each event's frames are queued for its
-// recipients at once, but the writers of connections that had none running
-// start together when the batch closes. A node that keeps up routes every
-// event alone, at no delay. One that falls behind routes what is waiting
-// first, so that a connection's writer finds several frames queued and
-// writes them in one message: far fewer writes (about half of a busy
-// node's CPU is the write system call) for a backlog that waits anyway.
+// Events for many connections are routed in batches. Each event's frames
+// are queued for its recipients at once, but the writers of connections
+// that had none running start together when the batch closes, so that a
+// connection's writer finds several frames queued and writes them in one
+// message: far fewer writes (about half of a busy node's CPU is the write
+// system call) for a backlog that waits anyway.
 //
-// A batch closes when no further event waits in the subscription, or when
-// it is batchDelay old. A batch with an event for many connections
-// (largeFanout or more, a group or broadcast) also stays open while the
-// writers of the batch before it are still writing, up to
-// batchDelayShared: a node that cannot write a broadcast as fast as it
-// comes then writes each connection once per round, with everything that
-// came for it meanwhile, instead of once per event. Direct messages (a few
-// connections each) never wait longer than batchDelay.
+// A batch holding an event for largeFanout connections or more (a group
+// or a broadcast) stays open while further events wait in the
+// subscription, for at most batchDelay, and while the writers of the
+// batch before it are still writing, for at most batchDelayShared. A node
+// that keeps up writes at once; one that cannot write a broadcast as fast
+// as it comes writes each connection once a round, with everything that
+// came for it meanwhile, instead of once per event. Other events (direct
+// messages, a few connections each, whose latency counts) start their
+// writers at once, unless they join a batch that is open.
 const (
 	batchDelay       = 20 * time.Millisecond
 	batchDelayShared = time.Second
@@ -295,18 +295,14 @@ func (g *Gateway) keepOpen(more bool) bool {
 		b.since = now
 	}
 	age := now.Sub(b.since)
-	open := (more && age < batchDelay) || (b.shared && b.writing.Load() > 0 && age < batchDelayShared)
+	open := b.shared && ((more && age < batchDelay) || (b.writing.Load() > 0 && age < batchDelayShared))
 	if open {
 		// The timer closes a batch whose next event or writer never
 		// comes (the subscription ended).
-		limit := batchDelay
-		if b.shared {
-			limit = batchDelayShared
-		}
 		if b.timer == nil {
-			b.timer = time.AfterFunc(limit-age, g.flushBatch)
+			b.timer = time.AfterFunc(batchDelayShared-age, g.flushBatch)
 		} else {
-			b.timer.Reset(limit - age)
+			b.timer.Reset(batchDelayShared - age)
 		}
 		b.armed = true
 	}
