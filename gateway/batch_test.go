@@ -154,18 +154,33 @@ func TestBroadcastWaitsForTheWritersBeforeIt(t *testing.T) {
 	}
 	waitWriters(0)
 
-	// A writer of an earlier batch is busy (simulated): a direct message
-	// waits neither for it nor for events behind it; a broadcast does.
+	// A writer of an earlier broadcast is busy (simulated): a direct
+	// message waits neither for it nor for events behind it, and its own
+	// writer does not count as a broadcast's; a broadcast waits.
 	g.batch.writing.Add(1)
 	routeBatch(notice(e.ids[0], 3))
 	if g.keepOpen(true) {
 		t.Fatal("a direct message waited for the writers of an earlier batch or for the events behind it")
 	}
 	g.flushBatch()
+	if w := g.batch.writing.Load(); w != 1 {
+		t.Fatalf("%d writers counted after a direct message's; want only the simulated one", w)
+	}
 	expectNotice(t, rs[0], 3)
 	// Its writer ends (a writer still running would take the broadcast's
 	// frame along without waiting for any batch).
-	waitWriters(1)
+	u := g.hub.user(e.ids[0])
+	u.mu.Lock()
+	c0 := u.conns[0]
+	u.mu.Unlock()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		c0.mu.Lock()
+		defer c0.mu.Unlock()
+		if c0.writing {
+			return fmt.Errorf("the direct message's writer still runs")
+		}
+		return nil
+	})
 	routeBatch(all(4))
 	if !g.keepOpen(false) {
 		t.Fatal("a broadcast did not wait for the writers of an earlier batch")

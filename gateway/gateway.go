@@ -246,7 +246,7 @@ type eventBatch struct {
 	mu      sync.Mutex
 	conns   []*Conn      // deferred writers
 	shared  bool         // an event for largeFanout connections or more is in it
-	writing atomic.Int64 // writers started by earlier flushes that are still running
+	writing atomic.Int64 // writers of earlier broadcast batches that are still running
 	since   time.Time    // when the batch's first writer was deferred; zero: the batch is empty
 	timer   *time.Timer
 	armed   bool // the timer runs for the current batch
@@ -309,25 +309,35 @@ func (g *Gateway) keepOpen(more bool) bool {
 	return open
 }
 
-// flushBatch starts the writers of the batch's connections.
+// flushBatch starts the writers of the batch's connections. Those of a
+// broadcast batch are counted in writing: the next broadcast batch waits
+// for them (and not for the writers of direct messages, which would keep
+// it waiting whenever direct messages flow).
 func (g *Gateway) flushBatch() {
 	b := &g.batch
 	b.mu.Lock()
-	conns := b.conns
+	conns, shared := b.conns, b.shared
 	b.conns, b.shared, b.since = nil, false, time.Time{}
-	b.writing.Add(int64(len(conns)))
+	if shared {
+		b.writing.Add(int64(len(conns)))
+	}
 	if b.armed {
 		b.armed = false
 		b.timer.Stop()
 	}
 	b.mu.Unlock()
 	for _, c := range conns {
-		go g.writeBatched(c)
+		if shared {
+			go g.writeBatched(c)
+		} else {
+			go c.writeLoop()
+		}
 	}
 }
 
-// writeBatched is the writer of a connection started by flushBatch. The
-// last of a flush's writers to finish closes a batch that waits for them.
+// writeBatched is the writer of a connection started by a broadcast
+// batch. The last of a round's writers to finish closes a batch that
+// waits for them.
 func (g *Gateway) writeBatched(c *Conn) {
 	c.writeLoop()
 	g.writerDone()
