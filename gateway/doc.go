@@ -7,7 +7,10 @@
 // events addressed to people, by conversation for message events. A frame
 // for many recipients is encoded once and written as a shared
 // websocket.PreparedMessage; frames queued for one connection are
-// coalesced into one WebSocket message.
+// coalesced into one WebSocket message. Events for many connections are
+// routed in batches (onEvent): a node that falls behind a broadcast writes
+// each connection once a round with what came for it meanwhile, instead of
+// once per event; direct messages do not wait.
 //
 // Concurrency: authentication and set-up run on the HTTP handler's
 // goroutine (at most 512 at once; up to 4,096 more upgrades wait up to
@@ -24,12 +27,13 @@
 // goroutine exists only while the connection's queue is not empty; idle
 // connections are pinged from the maintenance goroutine. The queue is
 // bounded (256 frames); a connection whose queue overflows or whose write
-// stalls for 10 s is closed with 4001 slow_consumer and resumes by
+// stalls for 10-15 s is closed with 4001 slow_consumer and resumes by
 // syncing, so no consumer slows another. Whoever sets a connection's read
 // state to ended (its reading goroutine on an error, or the close's linger
 // timer while it is parked) releases it, once.
 //
-// Lock order: user shard lock → user.mu → conversation shard lock;
+// Lock order: eventBatch.mu → user shard lock → user.mu → conversation
+// shard lock;
 // Conn.rmu → poller.mu; watch shard locks and Conn.mu are leaves (route never holds a shard lock
 // while taking user.mu or Conn.mu).
 //
