@@ -21,7 +21,6 @@ type outFrame struct {
 	once sync.Once
 	prep *websocket.PreparedMessage // built on first use by a writer; nil for unicast frames
 
-	ping     bool   // a WebSocket ping, not data
 	closeMsg []byte // a close frame to send after what is queued before it
 	shared   bool   // more than one recipient: write it prepared
 }
