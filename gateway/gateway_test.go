@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -361,6 +362,51 @@ func TestHeartbeat(t *testing.T) {
 			t.Errorf("a live connection was closed: %v", r.closed)
 		}
 		r.mu.Unlock()
+	}
+}
+
+func TestOnlySilentConnectionsArePinged(t *testing.T) {
+	// Heartbeat 1 s: over 3.5 s a connection whose client sends a frame
+	// every 200 ms gets no ping (its traffic shows it alive), while an idle
+	// one beside it is pinged about once a second and kept.
+	e := newEnv(t, 1)
+	var pings [2]atomic.Int32
+	conns := make([]*websocket.Conn, 2)
+	for i := range conns {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, _, err := websocket.Dial(ctx, e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
+			HTTPHeader:     http.Header{"Authorization": {"Bearer " + e.tokens[0]}},
+			OnPingReceived: func(context.Context, []byte) bool { pings[i].Add(1); return true }})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		conns[i] = c
+		go func() { // reading answers the pings
+			for {
+				if _, _, err := c.Read(context.Background()); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	busy, idle := conns[0], conns[1]
+	end := time.Now().Add(3500 * time.Millisecond)
+	for time.Now().Before(end) {
+		if err := busy.Write(context.Background(), websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := pings[0].Load(); n != 0 {
+		t.Errorf("the busy connection was pinged %d times", n)
+	}
+	if n := pings[1].Load(); n < 2 {
+		t.Errorf("the idle connection was pinged %d times in 3.5 s, want one a second", n)
+	}
+	if err := idle.Ping(context.Background()); err != nil {
+		t.Errorf("the idle connection was dropped: %v", err)
 	}
 }
 
