@@ -257,6 +257,17 @@ func TestPresence(t *testing.T) {
 	if ev["online"] != false || ev["last_seen"] == nil {
 		t.Errorf("offline event %v", ev)
 	}
+	// Back online: last_seen is for accounts that are offline, in events
+	// (which this node sends without reading the state back) and queries.
+	e.online(0)
+	ev = b.expect("presence")["data"].(map[string]any)
+	if v, ok := ev["last_seen"]; ev["online"] != true || !ok || v != nil {
+		t.Errorf("online again: event %v", ev)
+	}
+	f = b.request("p2", "presence", map[string]any{"accounts": []int64{e.ids[0]}})
+	if st := f["data"].(map[string]any)["presence"].([]any); len(st) != 1 || st[0].(map[string]any)["online"] != true || st[0].(map[string]any)["last_seen"] != nil {
+		t.Errorf("online again: query %v", f)
+	}
 	// Someone who may not see account 0 learns nothing about it.
 	c := e.online(2)
 	f = c.request("p", "presence", map[string]any{"accounts": []int64{e.ids[0], e.ids[1]}})

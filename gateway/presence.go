@@ -26,7 +26,7 @@ const (
 type Presence struct {
 	Account  int64      `json:"account"`
 	Online   bool       `json:"online"`
-	LastSeen *time.Time `json:"last_seen"`
+	LastSeen *time.Time `json:"last_seen"` // set only while offline
 }
 
 // presence writes this node's users to PostgreSQL in batches and announces
@@ -88,14 +88,13 @@ func (p *presence) flush(ctx context.Context) {
 	}
 	p.changes = map[int64]bool{}
 	p.mu.Unlock()
-	var ons, offs, all []int64
+	var ons, offs []int64
 	for a, on := range changes {
 		if on {
 			ons = append(ons, a)
 		} else {
 			offs = append(offs, a)
 		}
-		all = append(all, a)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -111,7 +110,16 @@ func (p *presence) flush(ctx context.Context) {
 		p.mu.Unlock()
 		return
 	}
-	p.announce(ctx, all)
+	// An account that came online here is online, whatever other nodes
+	// hold: only those that went offline here need the system-wide state.
+	// In a reconnect storm the surviving nodes take thousands of accounts a
+	// second, and reading their state back was the storm's costliest query.
+	on := make([]Presence, len(ons))
+	for i, a := range ons {
+		on[i] = Presence{Account: a, Online: true}
+	}
+	p.publish(on)
+	p.announce(ctx, offs)
 }
 
 // write stores this node's accounts that came online and went offline.
@@ -141,7 +149,8 @@ func (p *presence) write(ctx context.Context, ons, offs []int64) error {
 	})
 }
 
-// state reads the system-wide presence of accounts.
+// state reads the system-wide presence of accounts. LastSeen is set only
+// for accounts that are offline.
 func (p *presence) state(ctx context.Context, accounts []int64) ([]Presence, error) {
 	rows, err := p.g.pool.Query(ctx, `SELECT a.id,
 			EXISTS (SELECT 1 FROM gw_presence pr JOIN gw_nodes n ON n.id = pr.node_id
@@ -154,7 +163,11 @@ func (p *presence) state(ctx context.Context, accounts []int64) ([]Presence, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Presence, error) {
 		var s Presence
-		return s, r.Scan(&s.Account, &s.Online, &s.LastSeen)
+		err := r.Scan(&s.Account, &s.Online, &s.LastSeen)
+		if s.Online {
+			s.LastSeen = nil
+		}
+		return s, err
 	})
 }
 
@@ -168,6 +181,11 @@ func (p *presence) announce(ctx context.Context, accounts []int64) {
 		p.g.log.Warn("reading presence failed", "err", err)
 		return
 	}
+	p.publish(st)
+}
+
+// publish sends presence states to every node, a thousand a message.
+func (p *presence) publish(st []Presence) {
 	for i := 0; i < len(st); i += 1000 {
 		buf, _ := json.Marshal(st[i:min(i+1000, len(st))])
 		if err := p.g.nc.Publish(presenceSubject, buf); err != nil {

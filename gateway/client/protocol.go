@@ -133,7 +133,7 @@ type Conversation struct {
 type Presence struct {
 	Account  int64      `json:"account"`
 	Online   bool       `json:"online"`
-	LastSeen *time.Time `json:"last_seen"`
+	LastSeen *time.Time `json:"last_seen"` // when an offline account was last online; nil while online
 }
 
 // Hello is the data of the hello event and of the auth reply.
