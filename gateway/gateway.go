@@ -696,8 +696,9 @@ func (c *Conn) tick(now time.Time) {
 	// whose client sent something within the heartbeat: it is alive, and
 	// its traffic keeps the path open as a ping would. With 19,000
 	// connections that each sent an ack or a message every few seconds,
-	// pinging them anyway was a fifth of the gateway's writes. An idle
-	// connection is pinged from here, without waking a writer goroutine.
+	// pinging them anyway took a fifth of the gateway's time in write(2)
+	// (docs/benchmarks.md, session 7). An idle connection is pinged from
+	// here, without waking a writer goroutine.
 	ping := !c.writing && !c.closing && time.Duration(n-c.lastPing.Load()) >= c.g.heartbeat &&
 		time.Duration(n-c.lastRead.Load()) >= c.g.heartbeat
 	c.mu.Unlock()
