@@ -35,8 +35,9 @@ type Conn struct {
 	ctx    context.Context // ends when the connection does; sends queued on it still complete
 	cancel context.CancelFunc
 
-	lastRead atomic.Int64 // unix nanoseconds of the last frame or pong received
-	lastPing atomic.Int64 // unix nanoseconds of the last ping written
+	lastRead  atomic.Int64 // unix nanoseconds of the last frame or pong received
+	lastPing  atomic.Int64 // unix nanoseconds of the last ping written
+	lastWrite atomic.Int64 // unix nanoseconds of the last frames written
 
 	mu          sync.Mutex  // guards the fields below; a leaf lock
 	queue       []*outFrame // frames waiting for the writer, at most queueSize
@@ -165,7 +166,9 @@ func (c *Conn) writeLoop() {
 }
 
 func (c *Conn) write(batch []*outFrame) error {
-	c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	now := time.Now()
+	c.lastWrite.Store(now.UnixNano())
+	c.ws.SetWriteDeadline(now.Add(writeTimeout))
 	var buf *bytes.Buffer
 	flush := func() error {
 		if buf == nil || buf.Len() == 0 {

@@ -376,13 +376,15 @@ func TestHeartbeat(t *testing.T) {
 	}
 }
 
-func TestOnlySilentConnectionsArePinged(t *testing.T) {
-	// Heartbeat 1 s: over 3.5 s a connection whose client sends a frame
-	// every 200 ms gets no ping (its traffic shows it alive), while an idle
-	// one beside it is pinged about once a second and kept.
+func TestBusyConnectionsAreNotPinged(t *testing.T) {
+	// Heartbeat 1 s, over 3.5 s: a connection whose client sends a request
+	// every 200 ms, and so is answered, gets no ping (traffic both ways
+	// shows it alive). One whose client sends frames that are not answered
+	// (it hears nothing from us) is pinged, and so is an idle one; both
+	// are kept.
 	e := newEnv(t, 1)
-	var pings [2]atomic.Int32
-	conns := make([]*websocket.Conn, 2)
+	var pings [3]atomic.Int32
+	conns := make([]*websocket.Conn, 3)
 	for i := range conns {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		c, _, err := websocket.Dial(ctx, e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
@@ -402,10 +404,13 @@ func TestOnlySilentConnectionsArePinged(t *testing.T) {
 			}
 		}()
 	}
-	busy, idle := conns[0], conns[1]
+	busy, talking, idle := conns[0], conns[1], conns[2]
 	end := time.Now().Add(3500 * time.Millisecond)
 	for time.Now().Before(end) {
-		if err := busy.Write(context.Background(), websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
+		if err := busy.Write(context.Background(), websocket.MessageText, []byte(`{"type":"ping","id":"p"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := talking.Write(context.Background(), websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -413,8 +418,13 @@ func TestOnlySilentConnectionsArePinged(t *testing.T) {
 	if n := pings[0].Load(); n != 0 {
 		t.Errorf("the busy connection was pinged %d times", n)
 	}
-	if n := pings[1].Load(); n < 2 {
-		t.Errorf("the idle connection was pinged %d times in 3.5 s, want one a second", n)
+	for i, name := range []string{1: "the connection that is not answered", 2: "the idle connection"} {
+		if i == 0 {
+			continue
+		}
+		if n := pings[i].Load(); n < 2 {
+			t.Errorf("%s was pinged %d times in 3.5 s, want one a second", name, n)
+		}
 	}
 	if err := idle.Ping(context.Background()); err != nil {
 		t.Errorf("the idle connection was dropped: %v", err)
