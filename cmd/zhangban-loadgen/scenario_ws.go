@@ -555,6 +555,9 @@ func disconnectReason(err error) string {
 		kind = "closed locally"
 	}
 	switch {
+	case errors.As(err, &ce) && strings.HasPrefix(ce.Reason, client.DroppedByClient):
+		why, _, _ := strings.Cut(strings.TrimPrefix(ce.Reason, client.DroppedByClient), ":")
+		return "dropped by the client (" + why + ")"
 	case errors.As(err, &ce) && ce.Code != 1006:
 		return fmt.Sprintf("close %d %s", ce.Code, ce.Reason)
 	case ce != nil && kind != "":

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zhangban/zhangban/gateway/client"
 )
 
 func TestTagRoundTrip(t *testing.T) {
@@ -94,5 +96,21 @@ func TestDebugAddrIsLoopbackOnly(t *testing.T) {
 	}
 	if _, err := parseWSFlags("ws-idle", []string{"--debug-addr", "127.0.0.1:0"}, io.Discard, nil, ""); err != nil {
 		t.Errorf("--debug-addr 127.0.0.1:0: %v", err)
+	}
+}
+
+func TestDisconnectReasons(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{&client.CloseError{Code: 1006, Reason: client.DroppedByClient + "no pong within 25s"}, "dropped by the client (no pong within 25s)"},
+		{&client.CloseError{Code: 1006, Reason: client.DroppedByClient + "a sync failed: context deadline exceeded"}, "dropped by the client (a sync failed)"},
+		{&client.CloseError{Code: 1006, Reason: "failed to get reader: use of closed network connection"}, "close 1006 (closed locally)"},
+		{&client.CloseError{Code: 4001, Reason: "slow_consumer"}, "close 4001 slow_consumer"},
+	} {
+		if got := disconnectReason(c.err); got != c.want {
+			t.Errorf("%v: %q, want %q", c.err, got, c.want)
+		}
 	}
 }

@@ -670,6 +670,13 @@ func TestSilentConnectionDropped(t *testing.T) {
 	c := start(t, s, func(cfg *Config) { cfg.Heartbeat = 30 * time.Millisecond })
 	checkFor(t, wait, "a second connection", func() bool { return s.connectCount() == 2 })
 	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+	// The disconnection says the client dropped it, and why.
+	c.rec.mu.Lock()
+	defer c.rec.mu.Unlock()
+	var ce *CloseError
+	if len(c.rec.errs) == 0 || !errors.As(c.rec.errs[0], &ce) || ce.Code != 1006 || !strings.HasPrefix(ce.Reason, DroppedByClient+"no pong within") {
+		t.Errorf("disconnected with %v, want a 1006 that names the unanswered ping", c.rec.errs)
+	}
 }
 
 func TestPresenceWatchRestored(t *testing.T) {

@@ -24,11 +24,12 @@ type conn struct {
 
 	wmu sync.Mutex // serialises writes, so resent requests keep their order
 
-	reads    atomic.Uint64 // messages and pings received, for the heartbeat
-	draining atomic.Bool   // a reconnect event came: unavailable replies wait for the next connection
-	synced   atomic.Bool   // a sync finished on this connection
-	resend   atomic.Bool   // a resend after an id-less rate_limited error is scheduled
-	refresh  atomic.Bool   // a token refresh is running
+	reads    atomic.Uint64          // messages and pings received, for the heartbeat
+	draining atomic.Bool            // a reconnect event came: unavailable replies wait for the next connection
+	synced   atomic.Bool            // a sync finished on this connection
+	resend   atomic.Bool            // a resend after an id-less rate_limited error is scheduled
+	refresh  atomic.Bool            // a token refresh is running
+	dropped  atomic.Pointer[string] // why the client closed the connection itself, if it did
 
 	// tmu guards the timers and seen; never held while waiting on the network.
 	tmu     sync.Mutex
@@ -184,6 +185,11 @@ func (c *Client) serve(ctx context.Context, cn *conn) error {
 	c.q.push(item{kind: itemConnected, cn: cn})
 
 	err := c.readLoop(cn)
+	// A close code the server sent wins: it tells the client what to do.
+	var ce *CloseError
+	if why := cn.dropped.Load(); why != nil && errors.As(err, &ce) && ce.Code == int(websocket.StatusAbnormalClosure) {
+		err = &CloseError{Code: ce.Code, Reason: DroppedByClient + *why}
+	}
 
 	c.mu.Lock()
 	if c.conn == cn {
@@ -272,9 +278,21 @@ func (cn *conn) write(frame []byte) error {
 	defer cancel()
 	err := cn.ws.Write(ctx, websocket.MessageText, frame)
 	if err != nil {
-		cn.ws.CloseNow()
+		cn.drop("a write failed: " + err.Error())
 	}
 	return err
+}
+
+// DroppedByClient begins the Reason of the CloseError with which a client
+// reports a connection it closed itself (code 1006): a heartbeat ping
+// unanswered, a write or a sync that failed.
+const DroppedByClient = "dropped by the client: "
+
+// drop closes the connection from this side, keeping the first reason for
+// the disconnection it causes.
+func (cn *conn) drop(why string) {
+	cn.dropped.CompareAndSwap(nil, &why)
+	cn.ws.CloseNow()
 }
 
 // handleFrame routes one frame from the read loop. It never blocks on the
@@ -391,7 +409,7 @@ func (c *Client) heartbeat(cn *conn, iv time.Duration) {
 		cancel()
 		if err != nil {
 			c.log.Info("the connection is silent; dropping it", "err", err)
-			cn.ws.CloseNow()
+			cn.drop("no pong within " + iv.String())
 			return
 		}
 	}

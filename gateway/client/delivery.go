@@ -300,7 +300,7 @@ func (c *Client) sync(ctx context.Context, cn *conn, first bool) {
 			// Without a sync nothing is guaranteed: start over on a new
 			// connection, after back-off.
 			c.log.Warn("sync failed; reconnecting", "err", err)
-			cn.ws.CloseNow()
+			cn.drop("a sync failed: " + err.Error())
 			return
 		}
 		if c.cfg.OnEvent != nil {
