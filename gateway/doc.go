@@ -25,8 +25,8 @@
 // one reading goroutine. Sends are queued in order and waited for on a
 // goroutine of their own, so a client can pipeline them. A writer
 // goroutine exists only while the connection's queue is not empty;
-// connections whose client has been silent for a heartbeat are pinged from
-// the maintenance goroutine. The queue is
+// connections are pinged from the maintenance goroutine once a heartbeat,
+// except those with traffic both ways within it. The queue is
 // bounded (256 frames); a connection whose queue overflows or whose write
 // stalls for 10-15 s is closed with 4001 slow_consumer and resumes by
 // syncing, so no consumer slows another. Whoever sets a connection's read
