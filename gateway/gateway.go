@@ -249,7 +249,7 @@ type eventBatch struct {
 	writing atomic.Int64 // writers of earlier broadcast batches that are still running
 	since   time.Time    // when the batch's first writer was deferred; zero: the batch is empty
 	timer   *time.Timer
-	armed   bool // the timer runs for the current batch
+	armed   bool // the timer is set for the current batch
 }
 
 func (g *Gateway) onEvent(m *nats.Msg) {
@@ -296,9 +296,10 @@ func (g *Gateway) keepOpen(more bool) bool {
 	}
 	age := now.Sub(b.since)
 	open := b.shared && ((more && age < batchDelay) || (b.writing.Load() > 0 && age < batchDelayShared))
-	if open {
+	if open && !b.armed {
 		// The timer closes a batch whose next event or writer never
-		// comes (the subscription ended).
+		// comes (the subscription ended), at the latest it may close:
+		// since + batchDelayShared, so it is set once a batch.
 		if b.timer == nil {
 			b.timer = time.AfterFunc(batchDelayShared-age, g.flushBatch)
 		} else {
@@ -389,9 +390,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !admitted {
 		g.metrics.refusedUpgrades.Inc()
-		w.Header().Set("Retry-After", strconv.Itoa(1+mrand.IntN(5)))
-		w.Header().Set("Connection", "close")
-		httpError(w, http.StatusServiceUnavailable, "unavailable", "too many connections are being set up; retry after the Retry-After delay")
+		refuseForNow(w, "too many connections are being set up; retry after the Retry-After delay")
 		return
 	}
 	c := g.authAndAccept(w, r)
@@ -466,9 +465,7 @@ func (g *Gateway) authAndAccept(w http.ResponseWriter, r *http.Request) *Conn {
 			// The token could not be checked (the database is slow or
 			// down): a 401 would make the client give up and sign in again.
 			g.log.Warn("cannot check a token at the upgrade", "err", err)
-			w.Header().Set("Retry-After", strconv.Itoa(1+mrand.IntN(5)))
-			w.Header().Set("Connection", "close")
-			httpError(w, http.StatusServiceUnavailable, "unavailable", "cannot check the access token now; retry after the Retry-After delay")
+			refuseForNow(w, "cannot check the access token now; retry after the Retry-After delay")
 			return nil
 		}
 		p = &pr
@@ -504,6 +501,15 @@ func (g *Gateway) closed() {
 	g.open.Add(-1)
 	g.metrics.open.Dec()
 	g.conns.Done()
+}
+
+// refuseForNow answers an upgrade with 503 and a jittered Retry-After, and
+// closes the connection rather than keeping it alive for a next request
+// that will not come.
+func refuseForNow(w http.ResponseWriter, msg string) {
+	w.Header().Set("Retry-After", strconv.Itoa(1+mrand.IntN(5)))
+	w.Header().Set("Connection", "close")
+	httpError(w, http.StatusServiceUnavailable, "unavailable", msg)
 }
 
 func refuseDraining(w http.ResponseWriter) {
@@ -704,13 +710,9 @@ func (c *Conn) tick(now time.Time) {
 	// A connection with frames on their way needs no ping, nor does one
 	// with traffic both ways within the heartbeat: the client showed it is
 	// alive, and it heard from us, so its own heartbeat (which pings a
-	// connection it has not heard from) stays quiet. With 19,000
-	// connections that each got and acked a message every few seconds,
-	// pinging them anyway took a fifth of the gateway's time in write(2)
-	// (docs/benchmarks.md, session 7). Skipping it whenever the client alone
-	// had spoken would time the pings of connections that hear nothing
-	// from the client's last frame, not from the last ping, and leave such
-	// clients to ping for themselves. Every other connection is pinged
+	// connection it has not heard from) stays quiet. Pinging such
+	// connections took a fifth of a busy gateway's time in write(2)
+	// (docs/benchmarks.md, session 7). Every other connection is pinged
 	// from here, once a heartbeat, without waking a writer goroutine.
 	busy := time.Duration(n-c.lastRead.Load()) < c.g.heartbeat && time.Duration(n-c.lastWrite.Load()) < c.g.heartbeat
 	ping := !c.writing && !c.closing && !busy && time.Duration(n-c.lastPing.Load()) >= c.g.heartbeat
