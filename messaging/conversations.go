@@ -48,13 +48,18 @@ const convColumns = `c.id, c.kind, c.title, c.direct_a, c.direct_b, c.created_by
 func scanConv(r pgx.Row, viewer int64) (Conversation, error) {
 	var c Conversation
 	var a, b *int64
-	err := r.Scan(&c.ID, &c.Kind, &c.Title, &a, &b, &c.CreatedBy, &c.CreatedAt, &c.LastSeq, &c.LastAt, &c.MemberCount,
-		&c.Role, &c.JoinedSeq, &c.LeftSeq, &c.ReadSeq)
-	if err != nil {
+	if err := r.Scan(c.fields(&a, &b)...); err != nil {
 		return c, err
 	}
 	c.fill(a, b, viewer)
 	return c, nil
+}
+
+// fields are the scan destinations of convColumns and the member columns;
+// a and b take the direct pair, for fill.
+func (c *Conversation) fields(a, b **int64) []any {
+	return []any{&c.ID, &c.Kind, &c.Title, a, b, &c.CreatedBy, &c.CreatedAt, &c.LastSeq, &c.LastAt, &c.MemberCount,
+		&c.Role, &c.JoinedSeq, &c.LeftSeq, &c.ReadSeq}
 }
 
 func (c *Conversation) fill(a, b *int64, viewer int64) {

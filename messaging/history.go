@@ -20,11 +20,21 @@ const messageColumns = `conversation_id, seq, sender_id, client_id, kind, body, 
 func scanMessage(r pgx.CollectableRow) (Message, error) {
 	var m Message
 	var payload []byte
-	err := r.Scan(&m.Conv, &m.Seq, &m.Sender, &m.ClientID, &m.Kind, &m.Text, &m.Mentions, &payload, &m.At)
-	if payload != nil {
-		m.Payload = payload
-	}
+	err := r.Scan(m.fields(&payload)...)
+	m.setPayload(payload)
 	return m, err
+}
+
+// fields are the scan destinations of messageColumns; payload takes the
+// payload column, for setPayload.
+func (m *Message) fields(payload *[]byte) []any {
+	return []any{&m.Conv, &m.Seq, &m.Sender, &m.ClientID, &m.Kind, &m.Text, &m.Mentions, payload, &m.At}
+}
+
+func (m *Message) setPayload(p []byte) {
+	if p != nil {
+		m.Payload = p
+	}
 }
 
 // window is the part of a conversation's history one member may read:
@@ -274,18 +284,32 @@ func queueChanges(b *pgx.Batch, a authz.Actor, cur string, limit int) (*changes,
 		limit = 200
 	}
 	ch := &changes{c: c, limit: limit}
-	b.Queue(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).
-		QueryRow(func(r pgx.Row) error { return r.Scan(&ch.xmin, &ch.xmax) })
-	b.Queue(`SELECT `+convColumns+`, m.role, m.joined_seq, m.left_seq, m.read_seq
-		FROM msg_members m JOIN msg_conversations c ON c.id = m.conversation_id
-		WHERE m.account_id = $1 AND m.conversation_id > $2
-		  AND (m.changed_xid >= $3::text::xid8 OR (m.left_seq IS NULL AND c.changed_xid >= $3::text::xid8))
-		ORDER BY m.conversation_id LIMIT $4`, a.AccountID, c.after, strconv.FormatUint(c.since, 10), limit+1).
+	b.Queue(snapshotQuery).QueryRow(func(r pgx.Row) error { return r.Scan(&ch.xmin, &ch.xmax) })
+	b.Queue(changesQuery(`$1`, `$2`, `$3::text::xid8`, `$4`), a.AccountID, c.after, strconv.FormatUint(c.since, 10), limit+1).
 		Query(func(rows pgx.Rows) (err error) {
 			ch.convs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Conversation, error) { return scanConv(r, a.AccountID) })
 			return err
 		})
 	return ch, nil
+}
+
+// snapshotQuery reads the snapshot whose xmin starts the next round of
+// changes.
+const snapshotQuery = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, pg_snapshot_xmax(pg_current_snapshot())::text::bigint`
+
+// changesPage is how many changed conversations a sync returns at most.
+const changesPage = 500
+
+// changesQuery selects, in conversation order, up to limit of an account's
+// conversations after a conversation id that changed since an xid8, with
+// the account's member columns (scanConv). Its arguments are SQL
+// expressions, so that a sync can run it for many accounts.
+func changesQuery(account, after, since, limit string) string {
+	return `SELECT ` + convColumns + `, m.role, m.joined_seq, m.left_seq, m.read_seq
+		FROM msg_members m JOIN msg_conversations c ON c.id = m.conversation_id
+		WHERE m.account_id = ` + account + ` AND m.conversation_id > ` + after + `
+		  AND (m.changed_xid >= ` + since + ` OR (m.left_seq IS NULL AND c.changed_xid >= ` + since + `))
+		ORDER BY m.conversation_id LIMIT ` + limit
 }
 
 // result is the page and the cursor after it, once the batch has run.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -646,5 +647,112 @@ func TestSendBatchOutcomes(t *testing.T) {
 	}
 	if n := len(f.rec.ofType(event.TypeMessage)) - before; n != 4 {
 		t.Errorf("%d message events for the batch, want 4 (one per stored message)", n)
+	}
+}
+
+// TestSyncsAnsweredTogether runs syncs of several clients as one batch, as
+// a reconnect storm does, and checks that each gets what it gets alone:
+// its own conversations, messages and errors, whatever the others ask.
+func TestSyncsAnsweredTogether(t *testing.T) {
+	f := newFixture(t, 6)
+	ctx := context.Background()
+	g, err := f.svc.CreateGroup(ctx, f.actor(0), "all", []int64{f.ids[1], f.ids[2], f.ids[3], f.ids[4]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d01, _ := f.svc.Direct(ctx, f.actor(0), f.ids[1])
+	d02, _ := f.svc.Direct(ctx, f.actor(0), f.ids[2])
+	d13, _ := f.svc.Direct(ctx, f.actor(1), f.ids[3])
+	for i := range 7 {
+		f.send(t, i%2, d01.ID, fmt.Sprint("d01-", i))
+		f.send(t, i%5, g.ID, fmt.Sprint("g-", i))
+	}
+	f.send(t, 2, d02.ID, "d02")
+	for i := range 3 {
+		f.send(t, 3, d13.ID, fmt.Sprint("d13-", i))
+	}
+	if _, err := f.svc.RemoveMember(ctx, f.actor(0), g.ID, f.ids[4]); err != nil {
+		t.Fatal(err)
+	}
+	f.send(t, 0, g.ID, "after-4-left")
+	first, err := f.svc.Sync(ctx, f.actor(2), SyncRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.send(t, 0, d02.ID, "since-the-cursor")
+
+	reqs := []struct {
+		who int
+		r   SyncRequest
+	}{
+		{0, SyncRequest{Limit: 5}},                          // a new device: everything, in pages
+		{1, SyncRequest{Convs: map[int64]int64{d01.ID: 3}}}, // behind in one
+		{1, SyncRequest{Convs: map[int64]int64{d01.ID: 3}}}, // the same range again
+		{0, SyncRequest{Convs: map[int64]int64{d01.ID: 2, g.ID: 0}, Limit: 2}},
+		{2, SyncRequest{Convs: map[int64]int64{g.ID: 8, d02.ID: 1}, Cursor: first.Cursor}},
+		{3, SyncRequest{Convs: map[int64]int64{d13.ID: 99}}},      // from the future
+		{4, SyncRequest{Convs: map[int64]int64{d01.ID: 0}}},       // not its conversation
+		{4, SyncRequest{Convs: map[int64]int64{g.ID: 0}}},         // removed: up to its removal
+		{5, SyncRequest{Cursor: cursor{since: 1 << 40}.String()}}, // cursor from the future
+		{3, SyncRequest{Convs: map[int64]int64{d13.ID: 1, g.ID: 8}, Limit: 1}},
+	}
+	type answer struct {
+		res SyncResult
+		err string
+	}
+	norm := func(res SyncResult, err error) answer {
+		if err != nil {
+			return answer{err: err.Error()}
+		}
+		if res.Cursor == "" {
+			t.Error("a sync without a cursor")
+		}
+		res.Cursor = "" // the snapshot moves with other tests' transactions
+		return answer{res: res}
+	}
+	var alone []answer
+	for _, q := range reqs {
+		alone = append(alone, norm(f.svc.Sync(ctx, f.actor(q.who), q.r)))
+	}
+	if alone[0].err != "" || len(alone[0].res.Messages) != 5+5+2 || !alone[0].res.More {
+		t.Fatalf("a new device's sync: %+v", alone[0])
+	}
+	if alone[5].err == "" || alone[6].err == "" || alone[8].err == "" {
+		t.Fatalf("bad syncs did not fail: %q %q %q", alone[5].err, alone[6].err, alone[8].err)
+	}
+	if m := alone[7].res.Messages; len(m) != 7 || m[len(m)-1].Text != "g-6" {
+		t.Fatalf("a removed member's sync: %+v", alone[7])
+	}
+
+	// Together, as one batch.
+	var jobs []*syncJob
+	for _, q := range reqs {
+		j, err := newSyncJob(f.actor(q.who), q.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, j)
+	}
+	out, err := f.svc.syncBatch(ctx, jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range jobs {
+		if got := norm(out[j].res, out[j].err); !reflect.DeepEqual(got, alone[i]) {
+			t.Errorf("sync %d in a batch:\n got %+v\nwant %+v", i, got, alone[i])
+		}
+	}
+
+	// And through Sync, all at once.
+	got := make([]answer, len(reqs))
+	var wg sync.WaitGroup
+	for i, q := range reqs {
+		wg.Go(func() { got[i] = norm(f.svc.Sync(ctx, f.actor(q.who), q.r)) })
+	}
+	wg.Wait()
+	for i := range reqs {
+		if !reflect.DeepEqual(got[i], alone[i]) {
+			t.Errorf("sync %d at once:\n got %+v\nwant %+v", i, got[i], alone[i])
+		}
 	}
 }

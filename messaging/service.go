@@ -103,6 +103,8 @@ type Service struct {
 	// memberships answers ConversationIDs, many accounts in one query
 	// when many connect at once.
 	memberships *db.Coalescer[int64, []int64]
+	// syncs answers many syncs with one set of queries (syncBatch).
+	syncs *db.Coalescer[*syncJob, syncOut]
 }
 
 // Options tune the committers.
@@ -132,6 +134,7 @@ func New(pool *pgxpool.Pool, vis Visibility, pub event.Publisher, log *slog.Logg
 	}
 	s := &Service{pool: pool, vis: vis, pub: pub, log: log}
 	s.memberships = &db.Coalescer[int64, []int64]{Load: s.loadMemberships}
+	s.syncs = &db.Coalescer[*syncJob, syncOut]{Load: s.syncBatch, MaxKeys: syncsPerBatch}
 	for range o.Committers {
 		q := make(chan *pending, o.QueueSize)
 		s.shards = append(s.shards, q)

@@ -3,7 +3,9 @@ package messaging
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -35,76 +37,224 @@ type SyncResult struct {
 // Sync answers a reconnecting client. Sequences beyond a conversation's end
 // are ErrInvalidCursor; conversations the actor was never in are
 // ErrNotFound.
+//
+// Syncs that arrive together are answered together: the clients of a
+// gateway that died reconnect at once, and one set of queries for many of
+// them (syncBatch) costs PostgreSQL far less than four statements each.
 func (s *Service) Sync(ctx context.Context, a authz.Actor, r SyncRequest) (SyncResult, error) {
+	j, err := newSyncJob(a, r)
+	if err != nil {
+		return SyncResult{}, err
+	}
+	out, _, err := s.syncs.Get(ctx, j)
+	if err != nil {
+		return SyncResult{}, err
+	}
+	return out.res, out.err
+}
+
+// newSyncJob checks what needs no database.
+func newSyncJob(a authz.Actor, r SyncRequest) (*syncJob, error) {
 	limit := r.Limit
 	switch {
 	case limit == 0:
 		limit = 100
 	case limit < 0 || limit > MaxSyncPerConv:
-		return SyncResult{}, invalid("limit", "messages per conversation: 1-%d", MaxSyncPerConv)
+		return nil, invalid("limit", "messages per conversation: 1-%d", MaxSyncPerConv)
 	}
 	if len(r.Convs) > 10000 {
-		return SyncResult{}, tooLarge("at most 10000 conversations in one sync")
+		return nil, tooLarge("at most 10000 conversations in one sync")
 	}
 	for id, seq := range r.Convs {
 		if id <= 0 || seq < 0 {
-			return SyncResult{}, invalid("convs", "conversation ids and sequences must be positive")
+			return nil, invalid("convs", "conversation ids and sequences must be positive")
 		}
 	}
-	// One round trip for the changed conversations and for where the
-	// client's own conversations stand (what the viewer may read of them).
-	var batch pgx.Batch
-	ch, err := queueChanges(&batch, a, r.Cursor, 500)
+	cur, err := parseCursor(r.Cursor)
 	if err != nil {
-		return SyncResult{}, err
+		return nil, err
 	}
-	type bounds struct{ last, joined, upper int64 }
-	b := map[int64]bounds{}
-	var notMember int64
-	if len(r.Convs) > 0 {
-		mine := make([]int64, 0, len(r.Convs))
-		for id := range r.Convs {
-			mine = append(mine, id)
+	return &syncJob{account: a.AccountID, cur: cur, have: r.Convs, limit: limit}, nil
+}
+
+// syncJob is one validated sync waiting to be answered with others.
+type syncJob struct {
+	account int64
+	cur     cursor
+	have    map[int64]int64 // the client's sequences
+	limit   int             // messages per conversation
+
+	// Filled by the first round trip.
+	changed   []Conversation
+	bounds    map[int64]bounds
+	notMember int64
+	err       error
+	res       SyncResult
+	want      []msgRange // conversations with messages to send, by id
+}
+
+type syncOut struct {
+	res SyncResult
+	err error
+}
+
+// bounds are what the viewer may read of a conversation: up to upper
+// (their leaving, or the last message), after joined.
+type bounds struct{ last, joined, upper int64 }
+
+// msgRange is a conversation's messages a sync asks for: after < seq <=
+// upper, at most limit+1 of them (one more shows there are more).
+type msgRange struct {
+	conv, after, upper int64
+	limit              int
+}
+
+// syncsPerBatch bounds the syncs answered by one set of queries: each may
+// bring up to maxSyncMessages messages.
+const syncsPerBatch = 64
+
+// syncBatch answers syncs together in two round trips: first the snapshot
+// (which starts every client's next round), the conversations changed for
+// each account and where each client's conversations stand; then the
+// messages of every conversation someone is behind in, each distinct range
+// read once.
+func (s *Service) syncBatch(ctx context.Context, jobs []*syncJob) (map[*syncJob]syncOut, error) {
+	var (
+		idx, accounts, afters []int64
+		sinces                []string
+		bIdx, bAccounts, bIDs []int64
+		xmin, xmax            uint64
+	)
+	for i, j := range jobs {
+		idx, accounts, afters = append(idx, int64(i)), append(accounts, j.account), append(afters, j.cur.after)
+		sinces = append(sinces, strconv.FormatUint(j.cur.since, 10))
+		j.bounds = map[int64]bounds{}
+		for id := range j.have {
+			bIdx, bAccounts, bIDs = append(bIdx, int64(i)), append(bAccounts, j.account), append(bIDs, id)
 		}
-		batch.Queue(`SELECT k.conv, m.account_id IS NOT NULL, c.last_seq, m.joined_seq, coalesce(m.left_seq, c.last_seq)
-			FROM unnest($1::bigint[]) AS k(conv)
+	}
+	var batch pgx.Batch
+	batch.Queue(snapshotQuery).QueryRow(func(r pgx.Row) error { return r.Scan(&xmin, &xmax) })
+	batch.Queue(`SELECT k.i, x.* FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[]) AS k(i, account, after, since)
+		CROSS JOIN LATERAL (`+changesQuery(`k.account`, `k.after`, `k.since::xid8`, `$5`)+`) x`,
+		idx, accounts, afters, sinces, changesPage+1).
+		Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var i int64
+				var c Conversation
+				var a, b *int64
+				if err := rows.Scan(append([]any{&i}, c.fields(&a, &b)...)...); err != nil {
+					return err
+				}
+				j := jobs[i]
+				c.fill(a, b, j.account)
+				j.changed = append(j.changed, c)
+			}
+			return rows.Err()
+		})
+	if len(bIDs) > 0 {
+		batch.Queue(`SELECT k.i, k.conv, m.account_id IS NOT NULL, c.last_seq, m.joined_seq, coalesce(m.left_seq, c.last_seq)
+			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS k(i, account, conv)
 			LEFT JOIN msg_conversations c ON c.id = k.conv
-			LEFT JOIN msg_members m ON m.conversation_id = k.conv AND m.account_id = $2`, mine, a.AccountID).
+			LEFT JOIN msg_members m ON m.conversation_id = k.conv AND m.account_id = k.account`, bIdx, bAccounts, bIDs).
 			Query(func(rows pgx.Rows) error {
 				for rows.Next() {
-					var id int64
+					var i, id int64
 					var member bool
 					var last, joined, upper *int64
-					if err := rows.Scan(&id, &member, &last, &joined, &upper); err != nil {
+					if err := rows.Scan(&i, &id, &member, &last, &joined, &upper); err != nil {
 						return err
 					}
+					j := jobs[i]
 					if !member || last == nil {
-						notMember = id
+						j.notMember = id
 						continue
 					}
-					b[id] = bounds{*last, *joined, *upper}
+					j.bounds[id] = bounds{*last, *joined, *upper}
 				}
 				return rows.Err()
 			})
 	}
 	if err := s.pool.SendBatch(ctx, &batch).Close(); err != nil {
-		return SyncResult{}, err
+		return nil, err
 	}
+
+	// What each client is behind in; a range several clients are behind in
+	// is read once.
+	ranges := map[msgRange]int{}
+	var rIDs, rAfters, rUppers, rLimits []int64
+	for _, j := range jobs {
+		if j.plan(xmin, xmax) {
+			continue
+		}
+		for _, r := range j.want {
+			if _, ok := ranges[r]; !ok {
+				ranges[r] = len(rIDs)
+				rIDs, rAfters, rUppers, rLimits = append(rIDs, r.conv), append(rAfters, r.after), append(rUppers, r.upper), append(rLimits, int64(r.limit+1))
+			}
+		}
+	}
+	msgs := make([][]Message, len(rIDs))
+	if len(rIDs) > 0 {
+		rows, err := s.pool.Query(ctx, `SELECT k.i, m.* FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
+				WITH ORDINALITY AS k(conv, after, upper, lim, i)
+			CROSS JOIN LATERAL (SELECT `+messageColumns+` FROM msg_messages
+				WHERE conversation_id = k.conv AND seq > k.after AND seq <= k.upper ORDER BY seq LIMIT k.lim) m
+			ORDER BY k.i, m.seq`, rIDs, rAfters, rUppers, rLimits)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var i int64
+			var m Message
+			var payload []byte
+			if err := rows.Scan(append([]any{&i}, m.fields(&payload)...)...); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			m.setPayload(payload)
+			msgs[i-1] = append(msgs[i-1], m)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	out := make(map[*syncJob]syncOut, len(jobs))
+	for _, j := range jobs {
+		if j.err == nil {
+			for _, r := range j.want {
+				j.take(msgs[ranges[r]])
+			}
+		}
+		out[j] = syncOut{j.res, j.err}
+	}
+	return out, nil
+}
+
+// plan works out, once the first round trip has run, the reply's
+// conversations and which messages it needs (want); true when the sync
+// failed (err).
+func (j *syncJob) plan(xmin, xmax uint64) bool {
+	if j.changed == nil {
+		j.changed = []Conversation{} // "conversations": [], not null
+	}
+	ch := changes{c: j.cur, limit: changesPage, xmin: xmin, xmax: xmax, convs: j.changed}
 	convs, cur, more, err := ch.result()
+	if err == nil && j.notMember != 0 {
+		err = fmt.Errorf("%w: conversation %d", ErrNotFound, j.notMember)
+	}
 	if err != nil {
-		return SyncResult{}, err
+		j.err = err
+		return true
 	}
-	if notMember != 0 {
-		return SyncResult{}, fmt.Errorf("%w: conversation %d", ErrNotFound, notMember)
-	}
-	res := SyncResult{Conversations: convs, Cursor: cur, More: more, Messages: []Message{}, Upto: map[int64]int64{}}
+	j.res = SyncResult{Conversations: convs, Cursor: cur, More: more, Messages: []Message{}, Upto: map[int64]int64{}}
 
 	// Where each conversation's messages start: what the client has, or
 	// nothing for conversations new to it, whose bounds are in their
 	// changed rows.
-	from := map[int64]int64{}
-	for id, seq := range r.Convs {
-		from[id] = seq
+	from := maps.Clone(j.have)
+	if from == nil {
+		from = map[int64]int64{}
 	}
 	for _, c := range convs {
 		if _, ok := from[c.ID]; !ok {
@@ -113,66 +263,39 @@ func (s *Service) Sync(ctx context.Context, a authz.Actor, r SyncRequest) (SyncR
 			if c.LeftSeq != nil {
 				upper = *c.LeftSeq
 			}
-			b[c.ID] = bounds{c.LastSeq, c.JoinedSeq, upper}
+			j.bounds[c.ID] = bounds{c.LastSeq, c.JoinedSeq, upper}
 		}
 	}
-	if len(from) == 0 {
-		return res, nil
-	}
-	ids := make([]int64, 0, len(from))
-	for id := range from {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	afters := make([]int64, len(ids))
-	for i, id := range ids {
-		afters[i] = from[id]
-	}
-	var qIDs, qAfter, qUpper []int64
-	for i, id := range ids {
-		bd := b[id]
-		if afters[i] > bd.last {
-			return SyncResult{}, badCursor("conversation %d has %d messages; the client claims %d (sync it from 0)", id, bd.last, afters[i])
+	for _, id := range slices.Sorted(maps.Keys(from)) {
+		bd, after := j.bounds[id], from[id]
+		if after > bd.last {
+			j.err = badCursor("conversation %d has %d messages; the client claims %d (sync it from 0)", id, bd.last, after)
+			return true
 		}
-		start := max(afters[i], bd.joined)
-		res.Upto[id] = start
+		start := max(after, bd.joined)
+		j.res.Upto[id] = start
 		if start < bd.upper {
-			qIDs, qAfter, qUpper = append(qIDs, id), append(qAfter, start), append(qUpper, bd.upper)
+			j.want = append(j.want, msgRange{conv: id, after: start, upper: bd.upper, limit: j.limit})
 		}
 	}
-	if len(qIDs) == 0 {
-		return res, nil
+	return false
+}
+
+// take adds a conversation's messages (oldest first, up to limit+1 of
+// them) to the reply: at most limit per conversation, and whole
+// conversations up to the page's total.
+func (j *syncJob) take(ms []Message) {
+	n := len(ms)
+	if n == 0 {
+		return
 	}
-	rows, err := s.pool.Query(ctx, `SELECT m.* FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS k(conv, after, upper)
-		CROSS JOIN LATERAL (SELECT `+messageColumns+` FROM msg_messages
-			WHERE conversation_id = k.conv AND seq > k.after AND seq <= k.upper ORDER BY seq LIMIT $4) m
-		ORDER BY m.conversation_id, m.seq`, qIDs, qAfter, qUpper, limit+1)
-	if err != nil {
-		return SyncResult{}, err
+	if n > j.limit {
+		n, j.res.More = j.limit, true
 	}
-	ms, err := pgx.CollectRows(rows, scanMessage)
-	if err != nil {
-		return SyncResult{}, err
+	if len(j.res.Messages) > 0 && len(j.res.Messages)+n > maxSyncMessages {
+		j.res.More = true
+		return
 	}
-	// Keep at most limit per conversation, and whole conversations up to
-	// the page's total.
-	for i := 0; i < len(ms); {
-		j := i
-		for j < len(ms) && ms[j].Conv == ms[i].Conv {
-			j++
-		}
-		conv, n := ms[i].Conv, j-i
-		if n > limit {
-			n, res.More = limit, true
-		}
-		if len(res.Messages) > 0 && len(res.Messages)+n > maxSyncMessages {
-			res.More = true
-			i = j
-			continue
-		}
-		res.Messages = append(res.Messages, ms[i:i+n]...)
-		res.Upto[conv] = ms[i+n-1].Seq
-		i = j
-	}
-	return res, nil
+	j.res.Messages = append(j.res.Messages, ms[:n]...)
+	j.res.Upto[ms[0].Conv] = ms[n-1].Seq
 }
