@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -763,4 +764,32 @@ func TestFailoverToTheNextURL(t *testing.T) {
 		cfg.URL, cfg.URLs = deadURL, []string{s.url()}
 	})
 	checkFor(t, 5*time.Second, "synced on the second address", func() bool { return c.rec.count(StateSynced) >= 1 })
+}
+
+// TestEncodeSync checks the hand-written sync request against what
+// encoding/json makes of it.
+func TestEncodeSync(t *testing.T) {
+	for _, r := range []syncData{
+		{},
+		{Convs: map[int64]int64{}},
+		{Convs: map[int64]int64{1: 0, 42: 7, 9007199254740993: 1 << 40}, Cursor: "YzE6OTU1OjA6MA", Limit: 500},
+		{Cursor: "odd \"cursor\" <&> \\ 网格 \x01"},
+		{Convs: map[int64]int64{3: 3}, Limit: -1},
+		{Cursor: `a"b`}, {Cursor: `a\b`}, {Cursor: "a\tb"},
+	} {
+		b := encodeSync(r)
+		var got syncData
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%+v encoded as %s: %v", r, b, err)
+		}
+		if len(r.Convs) == 0 {
+			r.Convs = nil
+		}
+		if len(got.Convs) == 0 {
+			got.Convs = nil
+		}
+		if !reflect.DeepEqual(got, r) {
+			t.Errorf("encoded %+v as %s, which decodes to %+v", r, b, got)
+		}
+	}
 }

@@ -264,13 +264,9 @@ func (c *Client) sync(ctx context.Context, cn *conn, first bool) {
 	for {
 		c.stateMu.Lock()
 		req := syncData{Convs: c.seqs, Cursor: c.cursor, Limit: c.cfg.SyncLimit}
-		frame, err := json.Marshal(req) // under the lock: it reads seqs
+		frame := encodeSync(req) // under the lock: it reads seqs
 		c.stateMu.Unlock()
-		if err != nil {
-			c.log.Error("encoding a sync", "err", err)
-			return
-		}
-		data, err := c.roundTrip(ctx, "sync", json.RawMessage(frame), cn)
+		data, err := c.roundTrip(ctx, "sync", frame, cn)
 		var r syncReply
 		if err == nil {
 			err = json.Unmarshal(data, &r)

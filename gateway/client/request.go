@@ -27,6 +27,53 @@ type result struct {
 }
 
 // buildFrame encodes a client frame. id and typ need no escaping.
+// encoded is request data this package encoded itself (valid JSON).
+type encoded []byte
+
+// encodeSync encodes a sync request by hand. Every reconnect sends one,
+// and encoding/json's reflection over the map needs a deep stack, which
+// the client's goroutine, shrunk by the GC while the connection was
+// quiet, grew again each time: 9 % of a load generator's CPU during a
+// reconnect storm (docs/benchmarks.md).
+func encodeSync(r syncData) encoded {
+	b := append(make([]byte, 0, 48+24*len(r.Convs)+len(r.Cursor)), `{"convs":{`...)
+	first := true
+	for id, seq := range r.Convs {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, '"')
+		b = strconv.AppendInt(b, id, 10)
+		b = append(b, '"', ':')
+		b = strconv.AppendInt(b, seq, 10)
+	}
+	b = append(b, '}')
+	if r.Cursor != "" {
+		b = append(b, `,"cursor":`...)
+		b = appendJSONString(b, r.Cursor)
+	}
+	if r.Limit != 0 {
+		b = append(b, `,"limit":`...)
+		b = strconv.AppendInt(b, int64(r.Limit), 10)
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string. Cursors are base64 from
+// the server; anything else takes encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 func buildFrame(id, typ string, data []byte) []byte {
 	b := make([]byte, 0, len(id)+len(typ)+len(data)+32)
 	b = append(b, `{"id":"`...)
@@ -48,9 +95,12 @@ func sortRequests(rs []*request) {
 // the protocol is idempotent: send through its client_id). With one, it
 // returns errConnLost when that connection ends.
 func (c *Client) roundTrip(ctx context.Context, typ string, v any, bound *conn) (json.RawMessage, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
+	data, ok := v.(encoded)
+	var err error
+	if !ok {
+		if data, err = json.Marshal(v); err != nil {
+			return nil, err
+		}
 	}
 	c.mu.Lock()
 	c.nextID++
