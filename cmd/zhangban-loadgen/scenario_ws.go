@@ -538,10 +538,13 @@ func (r *wsRun) resumeState(i int, last map[int64]int64) map[int64]int64 {
 func disconnectReason(err error) string {
 	var ce *client.CloseError
 	var ne net.Error
+	var se *client.SetupError
 	kind := ""
 	switch {
 	case err == nil:
 		return "none"
+	case errors.As(err, &se):
+		return "set-up " + se.Stage + ": " + disconnectReason(se.Err)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		kind = "connection refused"
 	case errors.Is(err, syscall.ECONNRESET):

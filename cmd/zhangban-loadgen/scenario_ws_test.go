@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,6 +112,9 @@ func TestDisconnectReasons(t *testing.T) {
 		{&client.CloseError{Code: 1006, Reason: client.DroppedByClient + "a sync failed: context deadline exceeded"}, "dropped by the client (a sync failed)"},
 		{&client.CloseError{Code: 1006, Reason: "failed to get reader: use of closed network connection"}, "close 1006 (closed locally)"},
 		{&client.CloseError{Code: 4001, Reason: "slow_consumer"}, "close 4001 slow_consumer"},
+		{&client.SetupError{Stage: "dial", Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}, "set-up dial: connection refused"},
+		{&client.SetupError{Stage: "upgrade", Err: fmt.Errorf("failed to WebSocket dial: %w", context.DeadlineExceeded)}, "set-up upgrade: timeout"},
+		{&client.SetupError{Stage: "hello", Err: &client.CloseError{Code: 1006, Reason: "failed to get reader: EOF"}}, "set-up hello: close 1006 (EOF)"},
 	} {
 		if got := disconnectReason(c.err); got != c.want {
 			t.Errorf("%v: %q, want %q", c.err, got, c.want)

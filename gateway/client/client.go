@@ -86,7 +86,10 @@ type Config struct {
 	// presence, refresh, reconnect, client.*).
 	OnEvent func(Event)
 	// OnState receives state changes; the error is the reason of
-	// StateDisconnected (a *CloseError, an *Error or a network error).
+	// StateDisconnected: a *CloseError (the server's close code, or 1006
+	// with DroppedByClient when the client dropped it), an *Error (a
+	// refused upgrade or auth frame) or a *SetupError (a connection that
+	// did not come up, and at which stage).
 	OnState func(State, error)
 
 	// MinBackoff and MaxBackoff bound the jittered exponential back-off

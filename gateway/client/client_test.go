@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -791,5 +792,57 @@ func TestEncodeSync(t *testing.T) {
 		if !reflect.DeepEqual(got, r) {
 			t.Errorf("encoded %+v as %s, which decodes to %+v", r, b, got)
 		}
+	}
+}
+
+// TestSetupStages checks that a connection that does not come up says
+// where it failed: no listener (dial), a server that hangs up on the
+// upgrade request (upgrade), and one that drops the WebSocket before the
+// hello (hello).
+func TestSetupStages(t *testing.T) {
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := closed.Addr().String()
+	closed.Close()
+
+	hangUp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hangUp.Close() })
+	go func() {
+		for {
+			c, err := hangUp.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+
+	drop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
+		if err == nil {
+			ws.CloseNow()
+		}
+	}))
+	t.Cleanup(drop.Close)
+
+	s := newFakeServer(t)
+	for _, c := range []struct{ url, stage string }{
+		{"ws://" + refused + "/v1/ws", "dial"},
+		{"ws://" + hangUp.Addr().String() + "/v1/ws", "upgrade"},
+		{"ws" + strings.TrimPrefix(drop.URL, "http") + "/v1/ws", "hello"},
+	} {
+		r := start(t, s, func(cfg *Config) { cfg.URL = c.url })
+		checkFor(t, wait, c.stage+" failure", func() bool { return r.rec.count(StateDisconnected) > 0 })
+		r.rec.mu.Lock()
+		var se *SetupError
+		if !errors.As(r.rec.errs[0], &se) || se.Stage != c.stage {
+			t.Errorf("%s: disconnected with %v, want a set-up error at %s", c.url, r.rec.errs[0], c.stage)
+		}
+		r.rec.mu.Unlock()
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -67,7 +68,11 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			return nil, upgradeError(resp)
 		}
-		return nil, err
+		stage := "upgrade"
+		if ne := (*net.OpError)(nil); errors.As(err, &ne) && ne.Op == "dial" {
+			stage = "dial"
+		}
+		return nil, &SetupError{Stage: stage, Err: err}
 	}
 	cn.ws = ws
 	if p := ws.Subprotocol(); p != Subprotocol {
@@ -78,11 +83,16 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	if !c.cfg.HeaderAuth {
 		frame := buildFrame("auth", "auth", mustJSON(map[string]string{"token": token}))
 		if err := cn.write(frame); err != nil {
-			return nil, err
+			ws.CloseNow()
+			return nil, &SetupError{Stage: "hello", Err: err}
 		}
 	}
 	if err := c.handshake(hctx, cn); err != nil {
 		ws.CloseNow()
+		var ce *CloseError
+		if errors.As(err, &ce) && ce.Code == int(websocket.StatusAbnormalClosure) {
+			err = &SetupError{Stage: "hello", Err: err} // not a close code from the server
+		}
 		return nil, err
 	}
 	return cn, nil

@@ -59,6 +59,22 @@ var ErrClosed = errors.New("client: closed")
 // when that connection drops; the next connection's sync covers it.
 var errConnLost = errors.New("client: connection lost")
 
+// SetupError is a connection that did not come up, for a reason the
+// server did not give: Stage is where it failed ("dial": the TCP
+// connection; "upgrade": the HTTP upgrade; "hello": authenticating, up to
+// the hello event), within the set-up's 20 s. Answers of the server (an
+// *Error for a refused upgrade or auth frame, a *CloseError with the
+// server's code) are returned as they are. Run retries after back-off.
+type SetupError struct {
+	Stage string
+	Err   error
+}
+
+func (e *SetupError) Error() string {
+	return "client: connection set-up (" + e.Stage + "): " + e.Err.Error()
+}
+func (e *SetupError) Unwrap() error { return e.Err }
+
 // Error is an error reply, or an HTTP error answering the upgrade.
 type Error struct {
 	Code       string        `json:"code"`
