@@ -291,7 +291,9 @@ func (c *Conn) abort(err error) {
 func (c *Conn) control(op int, payload []byte) {
 	c.lastRead.Store(time.Now().UnixNano())
 	if op == opPing {
-		c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second))
+		if err := c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second)); err != nil {
+			c.g.metrics.pongsFailed.Inc()
+		}
 	}
 }
 

@@ -18,6 +18,7 @@ type metrics struct {
 	refused         prometheus.Counter
 	invalid         prometheus.Counter
 	refusedUpgrades prometheus.Counter
+	pongsFailed     prometheus.Counter
 	waitingUpgrades prometheus.Gauge
 }
 
@@ -32,15 +33,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "zhangban_gateway_send_seconds",
 			Help:    "Time from a send frame's arrival to its commit (queueing for a committer included).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
-		acks:            prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_acks_total", Help: "Ack frames received."}),
-		slow:            prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_slow_consumers_total", Help: "Connections cut as slow consumers."}),
-		refused:         prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_rate_limited_total", Help: "Frames refused by the rate limit."}),
-		invalid:         prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_invalid_frames_total", Help: "Frames that could not be decoded."}),
+		acks:    prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_acks_total", Help: "Ack frames received."}),
+		slow:    prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_slow_consumers_total", Help: "Connections cut as slow consumers."}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_rate_limited_total", Help: "Frames refused by the rate limit."}),
+		invalid: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_invalid_frames_total", Help: "Frames that could not be decoded."}),
+		pongsFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_pongs_failed_total",
+			Help: "Pongs to a client's ping not written within 1 s (the writer held the connection, or it failed); a client drops a connection whose pings go unanswered."}),
 		refusedUpgrades: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_refused_upgrades_total", Help: "Upgrades refused with 503 because too many connections were being set up."}),
 		waitingUpgrades: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_upgrades_waiting", Help: "Upgrades waiting for a set-up slot."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.writes, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.waitingUpgrades)
+		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.writes, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.pongsFailed, m.waitingUpgrades)
 	}
 	return m
 }

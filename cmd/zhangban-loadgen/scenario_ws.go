@@ -797,6 +797,7 @@ type serverSample struct {
 	Frames float64 `json:"frames_written"`
 	Writes float64 `json:"writes"` // WebSocket messages written: frames / writes is the coalescing
 	Slow   float64 `json:"slow_consumers"`
+	Pongs  float64 `json:"pongs_failed"` // pongs to clients' pings not written in time
 	Err    string  `json:"error,omitempty"`
 }
 
@@ -839,6 +840,8 @@ func (r *wsRun) scrape(ctx context.Context) []serverSample {
 					s.Writes = v
 				case "zhangban_gateway_slow_consumers_total":
 					s.Slow = v
+				case "zhangban_gateway_pongs_failed_total":
+					s.Pongs = v
 				}
 			}
 			out[i] = s

@@ -112,7 +112,7 @@ func (s *wsSummary) print(w io.Writer) {
 			fmt.Fprintf(&b, "server %-21s %s\n", a.Target, a.Err)
 			continue
 		}
-		fmt.Fprintf(&b, "server %-21s RSS %.1f MiB, %d connections, %d slow-consumer cuts", a.Target, a.RSS/(1<<20), int(a.Conns), int(a.Slow))
+		fmt.Fprintf(&b, "server %-21s RSS %.1f MiB, %d connections, %d slow-consumer cuts, %d pongs failed", a.Target, a.RSS/(1<<20), int(a.Conns), int(a.Slow), int(a.Pongs))
 		if i < len(s.ServersBefore) && s.ServersBefore[i].Err == "" {
 			bf := s.ServersBefore[i]
 			if dc := a.Conns - bf.Conns; dc > 0 {

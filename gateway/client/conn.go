@@ -284,9 +284,10 @@ func (cn *conn) read(ctx context.Context) ([]byte, error) {
 
 // write writes one frame; a failed write ends the connection.
 func (cn *conn) write(frame []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-	defer cancel()
-	err := cn.ws.Write(ctx, websocket.MessageText, frame)
+	// A timer, not Write's context, for the reason heartbeat gives.
+	t := time.AfterFunc(writeTimeout, func() { cn.drop("a write took longer than " + writeTimeout.String()) })
+	err := cn.ws.Write(context.Background(), websocket.MessageText, frame)
+	t.Stop()
 	if err != nil {
 		cn.drop("a write failed: " + err.Error())
 	}
@@ -414,9 +415,12 @@ func (c *Client) heartbeat(cn *conn, iv time.Duration) {
 	cn.tmu.Unlock()
 	if silent {
 		// Not under tmu: the read loop, which reads the pong, may need it.
-		ctx, cancel := context.WithTimeout(context.Background(), iv)
-		err := cn.ws.Ping(ctx)
-		cancel()
+		// The time limit is a timer of ours, not Ping's context: a Ping
+		// whose context ends closes the connection itself, and the read
+		// loop would report that close before drop gave the reason.
+		t := time.AfterFunc(iv, func() { cn.drop("no pong within " + iv.String()) })
+		err := cn.ws.Ping(context.Background())
+		t.Stop()
 		if err != nil {
 			c.log.Info("the connection is silent; dropping it", "err", err)
 			cn.drop("no pong within " + iv.String())
