@@ -326,8 +326,9 @@ type wsClient struct {
 	discAt    time.Time // the last StateDisconnected
 	resets    int
 	overflows int
-	lastAt    time.Time      // the last tagged delivery
-	reasons   map[string]int // disconnections by reason
+	lastAt    time.Time         // the last tagged delivery
+	reasons   map[string]int    // disconnections by reason
+	examples  map[string]string // the first error of each reason, as the client gave it
 }
 
 // fleet is this process's clients and the counters the progress line shows.
@@ -424,7 +425,10 @@ func (fl *fleet) connect(ctx context.Context, plan func(i int) []string, autoAck
 					was := !cl.syncedAt.IsZero() && cl.syncedAt.After(cl.discAt)
 					cl.discAt = now
 					if cl.reasons == nil {
-						cl.reasons = map[string]int{}
+						cl.reasons, cl.examples = map[string]int{}, map[string]string{}
+					}
+					if cl.reasons[reason] == 0 && err != nil {
+						cl.examples[reason] = err.Error()
 					}
 					cl.reasons[reason]++
 					cl.mu.Unlock()

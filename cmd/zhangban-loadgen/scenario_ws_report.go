@@ -43,15 +43,17 @@ type wsSummary struct {
 	RSSPerConn    float64        `json:"server_rss_per_conn_bytes,omitempty"`
 	LoadgenRSS    int64          `json:"loadgen_rss_bytes,omitempty"`
 
-	KilledAt      string          `json:"killed_at,omitempty"`
-	ResyncAllSec  float64         `json:"resync_all_s,omitempty"` // kill → every client synced on a new connection
-	Resync        *latencySummary `json:"resync,omitempty"`       // kill → each client synced again
-	NotResynced   int             `json:"not_resynced,omitempty"`
-	LatencyFile   string          `json:"latency_file,omitempty"`
-	StoppedEarly  string          `json:"stopped_early,omitempty"`
-	Disconnects   int64           `json:"disconnects"`
-	DiscReasons   []errorCount    `json:"disconnect_reasons,omitempty"`
-	OtherMessages int64           `json:"other_messages,omitempty"` // untagged deliveries (older runs' messages from sync)
+	KilledAt     string          `json:"killed_at,omitempty"`
+	ResyncAllSec float64         `json:"resync_all_s,omitempty"` // kill → every client synced on a new connection
+	Resync       *latencySummary `json:"resync,omitempty"`       // kill → each client synced again
+	NotResynced  int             `json:"not_resynced,omitempty"`
+	LatencyFile  string          `json:"latency_file,omitempty"`
+	StoppedEarly string          `json:"stopped_early,omitempty"`
+	Disconnects  int64           `json:"disconnects"`
+	DiscReasons  []errorCount    `json:"disconnect_reasons,omitempty"`
+	// DiscExamples is an error as the client gave it, for each reason.
+	DiscExamples  map[string]string `json:"disconnect_examples,omitempty"`
+	OtherMessages int64             `json:"other_messages,omitempty"` // untagged deliveries (older runs' messages from sync)
 }
 
 func (s *wsSummary) ok() bool {
@@ -161,15 +163,21 @@ func rssPerConn(before, after []serverSample) float64 {
 func (r *wsRun) finish(s *wsSummary, stdout io.Writer) error {
 	s.Label, s.Run, s.Targets, s.Shard = r.f.label, r.runTag, r.targets, r.f.shard
 	if fl := r.fleet; fl != nil {
-		reasons := map[string]int{}
+		reasons, examples := map[string]int{}, map[string]string{}
 		for _, cl := range fl.clients {
 			cl.mu.Lock()
 			for k, n := range cl.reasons {
 				reasons[k] += n
+				if _, ok := examples[k]; !ok {
+					examples[k] = cl.examples[k]
+				}
 			}
 			cl.mu.Unlock()
 		}
 		s.DiscReasons = sortedCounts(reasons)
+		if len(examples) > 0 {
+			s.DiscExamples = examples
+		}
 	}
 	s.LoadgenRSS = selfRSS()
 	s.print(stdout)
