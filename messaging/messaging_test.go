@@ -756,3 +756,80 @@ func TestSyncsAnsweredTogether(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncPage checks the page of a long absence: at most limit messages
+// per conversation and maxSyncMessages in all, whole conversations only
+// (a later, smaller one still fits), and only those conversations read.
+func TestSyncPage(t *testing.T) {
+	f := newFixture(t, 7)
+	ctx := context.Background()
+	sizes := []int{450, 450, 450, 450, 300, 100, 600} // 1,800, then 300 does not fit, 100 does
+	var convs []int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	for i, n := range sizes {
+		c, err := f.svc.Direct(ctx, f.actor(0), f.ids[1+i%6])
+		if i == 6 {
+			c, err = f.svc.CreateGroup(ctx, f.actor(1), "big", []int64{f.ids[0]})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		convs = append(convs, c.ID)
+		for k := range n {
+			wg.Go(func() {
+				if _, err := f.svc.Send(ctx, f.actor(1+i%6), SendRequest{Conv: c.ID, ClientID: fmt.Sprint("p", i, "-", k), Text: "x"}); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	have := map[int64]int64{}
+	for _, id := range convs {
+		have[id] = 0
+	}
+	// The seventh conversation (600 behind, limit 500) comes first once
+	// the others are read; with limit 500 it would take 500 of the page.
+	j, err := newSyncJob(f.actor(0), SyncRequest{Convs: have, Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := f.svc.syncBatch(ctx, []*syncJob{j})
+	if err != nil || out[j].err != nil {
+		t.Fatal(err, out[j].err)
+	}
+	res := out[j].res
+	got := map[int64]int{}
+	for _, m := range res.Messages {
+		got[m.Conv]++
+	}
+	want := map[int64]int{convs[0]: 450, convs[1]: 450, convs[2]: 450, convs[3]: 450, convs[5]: 100}
+	if !reflect.DeepEqual(got, want) || !res.More || len(res.Messages) != 1900 {
+		t.Fatalf("first page: %v messages per conversation (%d), more %v; want %v", got, len(res.Messages), res.More, want)
+	}
+	if len(j.want) != 5 {
+		t.Errorf("read %d conversations for a page of 5", len(j.want))
+	}
+	for id, n := range got {
+		have[id] = int64(n)
+	}
+	res, err = f.svc.Sync(ctx, f.actor(0), SyncRequest{Convs: have, Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = map[int64]int{}
+	for _, m := range res.Messages {
+		got[m.Conv]++
+	}
+	if want := map[int64]int{convs[4]: 300, convs[6]: 500}; !reflect.DeepEqual(got, want) || !res.More || res.Upto[convs[6]] != 500 {
+		t.Fatalf("second page: %v, more %v, upto %v; want %v", got, res.More, res.Upto, want)
+	}
+}

@@ -278,7 +278,27 @@ func (j *syncJob) plan(xmin, xmax uint64) bool {
 			j.want = append(j.want, msgRange{conv: id, after: start, upper: bd.upper, limit: j.limit})
 		}
 	}
+	j.fitPage()
 	return false
+}
+
+// fitPage keeps the conversations whose messages fit in one reply, as take
+// will fill it, so that only those are read: sequences are gapless and
+// messages are never deleted, so a range holds upper-after messages, and a
+// client with thousands of conversations far behind does not read them
+// all for a page of maxSyncMessages.
+func (j *syncJob) fitPage() {
+	total, kept := int64(0), j.want[:0]
+	for _, r := range j.want {
+		n := min(r.upper-r.after, int64(r.limit))
+		if total > 0 && total+n > maxSyncMessages {
+			j.res.More = true
+			continue
+		}
+		total += n
+		kept = append(kept, r)
+	}
+	j.want = kept
 }
 
 // take adds a conversation's messages (oldest first, up to limit+1 of
