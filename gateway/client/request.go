@@ -26,14 +26,13 @@ type result struct {
 	err  error
 }
 
-// buildFrame encodes a client frame. id and typ need no escaping.
 // encoded is request data this package encoded itself (valid JSON).
 type encoded []byte
 
 // encodeSync encodes a sync request by hand. Every reconnect sends one,
 // and encoding/json's reflection over the map needs a deep stack, which
 // the client's goroutine, shrunk by the GC while the connection was
-// quiet, grew again each time: 9 % of a load generator's CPU during a
+// quiet, grew again each time: 10 % of a load generator's CPU during a
 // reconnect storm (docs/benchmarks.md).
 func encodeSync(r syncData) encoded {
 	b := append(make([]byte, 0, 48+24*len(r.Convs)+len(r.Cursor)), `{"convs":{`...)
@@ -74,6 +73,7 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
+// buildFrame encodes a client frame. id and typ need no escaping.
 func buildFrame(id, typ string, data []byte) []byte {
 	b := make([]byte, 0, len(id)+len(typ)+len(data)+32)
 	b = append(b, `{"id":"`...)
