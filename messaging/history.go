@@ -21,20 +21,15 @@ func scanMessage(r pgx.CollectableRow) (Message, error) {
 	var m Message
 	var payload []byte
 	err := r.Scan(m.fields(&payload)...)
-	m.setPayload(payload)
+	m.Payload = payload
 	return m, err
 }
 
 // fields are the scan destinations of messageColumns; payload takes the
-// payload column, for setPayload.
+// payload column as bytes (into a json.RawMessage pgx would go through
+// json.Unmarshal).
 func (m *Message) fields(payload *[]byte) []any {
 	return []any{&m.Conv, &m.Seq, &m.Sender, &m.ClientID, &m.Kind, &m.Text, &m.Mentions, payload, &m.At}
-}
-
-func (m *Message) setPayload(p []byte) {
-	if p != nil {
-		m.Payload = p
-	}
 }
 
 // window is the part of a conversation's history one member may read:

@@ -733,12 +733,12 @@ func TestSyncsAnsweredTogether(t *testing.T) {
 		}
 		jobs = append(jobs, j)
 	}
-	out, err := f.svc.syncBatch(ctx, jobs)
-	if err != nil {
-		t.Fatal(err)
+	answered, err := f.svc.syncBatch(ctx, jobs)
+	if err != nil || len(answered) != len(jobs) {
+		t.Fatalf("%d of %d syncs answered: %v", len(answered), len(jobs), err)
 	}
 	for i, j := range jobs {
-		if got := norm(out[j].res, out[j].err); !reflect.DeepEqual(got, alone[i]) {
+		if got := norm(j.res, j.err); !reflect.DeepEqual(got, alone[i]) {
 			t.Errorf("sync %d in a batch:\n got %+v\nwant %+v", i, got, alone[i])
 		}
 	}
@@ -802,11 +802,10 @@ func TestSyncPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := f.svc.syncBatch(ctx, []*syncJob{j})
-	if err != nil || out[j].err != nil {
-		t.Fatal(err, out[j].err)
+	if _, err := f.svc.syncBatch(ctx, []*syncJob{j}); err != nil || j.err != nil {
+		t.Fatal(err, j.err)
 	}
-	res := out[j].res
+	res := j.res
 	got := map[int64]int{}
 	for _, m := range res.Messages {
 		got[m.Conv]++

@@ -104,7 +104,7 @@ type Service struct {
 	// when many connect at once.
 	memberships *db.Coalescer[int64, []int64]
 	// syncs answers many syncs with one set of queries (syncBatch).
-	syncs *db.Coalescer[*syncJob, syncOut]
+	syncs *db.Coalescer[*syncJob, struct{}]
 }
 
 // Options tune the committers.
@@ -134,7 +134,7 @@ func New(pool *pgxpool.Pool, vis Visibility, pub event.Publisher, log *slog.Logg
 	}
 	s := &Service{pool: pool, vis: vis, pub: pub, log: log}
 	s.memberships = &db.Coalescer[int64, []int64]{Load: s.loadMemberships}
-	s.syncs = &db.Coalescer[*syncJob, syncOut]{Load: s.syncBatch, MaxKeys: syncsPerBatch}
+	s.syncs = &db.Coalescer[*syncJob, struct{}]{Load: s.syncBatch, MaxKeys: syncsPerBatch}
 	for range o.Committers {
 		q := make(chan *pending, o.QueueSize)
 		s.shards = append(s.shards, q)

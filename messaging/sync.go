@@ -46,11 +46,11 @@ func (s *Service) Sync(ctx context.Context, a authz.Actor, r SyncRequest) (SyncR
 	if err != nil {
 		return SyncResult{}, err
 	}
-	out, _, err := s.syncs.Get(ctx, j)
-	if err != nil {
+	// The batch that answered it has filled in res and err.
+	if _, _, err := s.syncs.Get(ctx, j); err != nil {
 		return SyncResult{}, err
 	}
-	return out.res, out.err
+	return j.res, j.err
 }
 
 // newSyncJob checks what needs no database.
@@ -93,11 +93,6 @@ type syncJob struct {
 	want      []msgRange // conversations with messages to send, by id
 }
 
-type syncOut struct {
-	res SyncResult
-	err error
-}
-
 // bounds are what the viewer may read of a conversation: up to upper
 // (their leaving, or the last message), after joined.
 type bounds struct{ last, joined, upper int64 }
@@ -118,15 +113,18 @@ const syncsPerBatch = 64
 // each account and where each client's conversations stand; then the
 // messages of every conversation someone is behind in, each distinct range
 // read once.
-func (s *Service) syncBatch(ctx context.Context, jobs []*syncJob) (map[*syncJob]syncOut, error) {
+//
+// Each job's res and err are its answer; the map only says which jobs it
+// answered (all of them, unless the database failed).
+func (s *Service) syncBatch(ctx context.Context, jobs []*syncJob) (map[*syncJob]struct{}, error) {
 	var (
-		idx, accounts, afters []int64
+		accounts, afters      []int64
 		sinces                []string
 		bIdx, bAccounts, bIDs []int64
 		xmin, xmax            uint64
 	)
 	for i, j := range jobs {
-		idx, accounts, afters = append(idx, int64(i)), append(accounts, j.account), append(afters, j.cur.after)
+		accounts, afters = append(accounts, j.account), append(afters, j.cur.after)
 		sinces = append(sinces, strconv.FormatUint(j.cur.since, 10))
 		j.bounds = map[int64]bounds{}
 		for id := range j.have {
@@ -135,9 +133,9 @@ func (s *Service) syncBatch(ctx context.Context, jobs []*syncJob) (map[*syncJob]
 	}
 	var batch pgx.Batch
 	batch.Queue(snapshotQuery).QueryRow(func(r pgx.Row) error { return r.Scan(&xmin, &xmax) })
-	batch.Queue(`SELECT k.i, x.* FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[]) AS k(i, account, after, since)
-		CROSS JOIN LATERAL (`+changesQuery(`k.account`, `k.after`, `k.since::xid8`, `$5`)+`) x`,
-		idx, accounts, afters, sinces, changesPage+1).
+	batch.Queue(`SELECT k.i, x.* FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS k(account, after, since, i)
+		CROSS JOIN LATERAL (`+changesQuery(`k.account`, `k.after`, `k.since::xid8`, `$4`)+`) x`,
+		accounts, afters, sinces, changesPage+1).
 		Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var i int64
@@ -146,7 +144,7 @@ func (s *Service) syncBatch(ctx context.Context, jobs []*syncJob) (map[*syncJob]
 				if err := rows.Scan(append([]any{&i}, c.fields(&a, &b)...)...); err != nil {
 					return err
 				}
-				j := jobs[i]
+				j := jobs[i-1]
 				c.fill(a, b, j.account)
 				j.changed = append(j.changed, c)
 			}
@@ -184,7 +182,7 @@ func (s *Service) syncBatch(ctx context.Context, jobs []*syncJob) (map[*syncJob]
 	ranges := map[msgRange]int{}
 	var rIDs, rAfters, rUppers, rLimits []int64
 	for _, j := range jobs {
-		if j.plan(xmin, xmax) {
+		if j.plan(xmin, xmax); j.err != nil {
 			continue
 		}
 		for _, r := range j.want {
@@ -212,29 +210,29 @@ func (s *Service) syncBatch(ctx context.Context, jobs []*syncJob) (map[*syncJob]
 				rows.Close()
 				return nil, err
 			}
-			m.setPayload(payload)
+			m.Payload = payload
 			msgs[i-1] = append(msgs[i-1], m)
 		}
 		if err := rows.Err(); err != nil {
 			return nil, err
 		}
 	}
-	out := make(map[*syncJob]syncOut, len(jobs))
+	answered := make(map[*syncJob]struct{}, len(jobs))
 	for _, j := range jobs {
 		if j.err == nil {
 			for _, r := range j.want {
 				j.take(msgs[ranges[r]])
 			}
 		}
-		out[j] = syncOut{j.res, j.err}
+		answered[j] = struct{}{}
 	}
-	return out, nil
+	return answered, nil
 }
 
 // plan works out, once the first round trip has run, the reply's
-// conversations and which messages it needs (want); true when the sync
-// failed (err).
-func (j *syncJob) plan(xmin, xmax uint64) bool {
+// conversations and which messages it needs (want), or the error that
+// ends the sync (err).
+func (j *syncJob) plan(xmin, xmax uint64) {
 	if j.changed == nil {
 		j.changed = []Conversation{} // "conversations": [], not null
 	}
@@ -245,7 +243,7 @@ func (j *syncJob) plan(xmin, xmax uint64) bool {
 	}
 	if err != nil {
 		j.err = err
-		return true
+		return
 	}
 	j.res = SyncResult{Conversations: convs, Cursor: cur, More: more, Messages: []Message{}, Upto: map[int64]int64{}}
 
@@ -270,7 +268,7 @@ func (j *syncJob) plan(xmin, xmax uint64) bool {
 		bd, after := j.bounds[id], from[id]
 		if after > bd.last {
 			j.err = badCursor("conversation %d has %d messages; the client claims %d (sync it from 0)", id, bd.last, after)
-			return true
+			return
 		}
 		start := max(after, bd.joined)
 		j.res.Upto[id] = start
@@ -279,7 +277,6 @@ func (j *syncJob) plan(xmin, xmax uint64) bool {
 		}
 	}
 	j.fitPage()
-	return false
 }
 
 // fitPage keeps the conversations whose messages fit in one reply, as take

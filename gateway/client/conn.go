@@ -418,12 +418,13 @@ func (c *Client) heartbeat(cn *conn, iv time.Duration) {
 		// The time limit is a timer of ours, not Ping's context: a Ping
 		// whose context ends closes the connection itself, and the read
 		// loop would report that close before drop gave the reason.
-		t := time.AfterFunc(iv, func() { cn.drop("no pong within " + iv.String()) })
+		why := "no pong within " + iv.String()
+		t := time.AfterFunc(iv, func() { cn.drop(why) })
 		err := cn.ws.Ping(context.Background())
 		t.Stop()
 		if err != nil {
 			c.log.Info("the connection is silent; dropping it", "err", err)
-			cn.drop("no pong within " + iv.String())
+			cn.drop(why)
 			return
 		}
 	}
