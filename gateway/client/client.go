@@ -21,7 +21,7 @@ const (
 	defaultHeartbeat = 25 * time.Second
 	handshakeTimeout = 20 * time.Second // dial, upgrade and hello
 	writeTimeout     = 10 * time.Second // as the server's: a write stuck longer means a dead peer
-	ackInterval      = time.Second
+	ackInterval      = 10 * time.Second
 	resendDelay      = 50 * time.Millisecond // least wait before writing rate-limited frames again
 )
 
@@ -96,9 +96,17 @@ type Config struct {
 	// between connection attempts (defaults 250 ms and 30 s).
 	MinBackoff, MaxBackoff time.Duration
 	// AutoAck sends ack frames (without id) for delivered messages: the
-	// highest sequence per conversation, at most every AckInterval
-	// (default 1 s). Acks only confirm delivery to the server; an ack per
-	// message would cost a phone an uplink frame for every one it gets.
+	// highest sequence per conversation, AckInterval (default 10 s; less
+	// up to a half, at random) after the first delivery they confirm,
+	// with every later one coalesced. Acks only confirm delivery to the
+	// server (nothing waits for them: the client resumes from its own
+	// sequences), so they trail: acks sent at once, at most one a second,
+	// cost a phone an uplink frame for nearly every message of a steady
+	// stream, answered a message into a large group with an ack from
+	// every member at once, and took 18 % of the load generator's CPU in a
+	// reconnect storm (docs/benchmarks.md). At this interval they still
+	// count as traffic for the server's 25 s heartbeat, so a connection
+	// that receives and acks is not pinged.
 	AutoAck     bool
 	AckInterval time.Duration
 	// QueueSize bounds the live events waiting for the callbacks (default
@@ -186,7 +194,7 @@ type Client struct {
 
 	// The dispatcher's goroutine only.
 	acks      map[int64]int64 // highest delivered sequence not yet acked, per conversation
-	ackAt     time.Time       // last ack flush
+	ackDue    time.Time       // when the pending acks go out; zero when none are pending
 	ackTimer  *time.Timer     // wakes the dispatcher to flush acks
 	ackArmed  bool
 	ackBuf    []byte

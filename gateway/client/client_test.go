@@ -425,7 +425,7 @@ func TestOverflowResyncs(t *testing.T) {
 
 func TestAutoAck(t *testing.T) {
 	s := newFakeServer(t)
-	c := start(t, s, func(cfg *Config) { cfg.AutoAck = true })
+	c := start(t, s, func(cfg *Config) { cfg.AutoAck, cfg.AckInterval = true, 200*time.Millisecond })
 	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
 	var ms []Message
 	for range 30 {
@@ -442,6 +442,26 @@ func TestAutoAck(t *testing.T) {
 	})
 	if n := len(s.framesOf("ack")); n > 10 {
 		t.Errorf("%d ack frames for 30 messages", n)
+	}
+}
+
+// TestAcksTrail: an ack goes out AckInterval (less up to a half) after the
+// first delivery it confirms, not at once, so that every member of a
+// group does not answer a message at the same moment.
+func TestAcksTrail(t *testing.T) {
+	s := newFakeServer(t)
+	c := start(t, s, func(cfg *Config) { cfg.AutoAck, cfg.AckInterval = true, time.Second })
+	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+	s.broadcast(s.add(1, "x"))
+	checkFor(t, wait, "the message", func() bool { return len(c.rec.seqs(1)) == 1 })
+	sent := time.Now()
+	time.Sleep(400 * time.Millisecond) // the earliest an ack is due is 500 ms
+	if n := len(s.framesOf("ack")); n != 0 {
+		t.Fatalf("%d ack frames within 400 ms of the delivery, want none before 500 ms", n)
+	}
+	checkFor(t, wait, "the ack", func() bool { return len(s.framesOf("ack")) == 1 })
+	if d := time.Since(sent); d > 3*time.Second {
+		t.Errorf("the ack came %v after the delivery, want about 0.5-1 s", d)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -355,8 +356,11 @@ func (c *Client) rewatch(ctx context.Context, cn *conn) {
 	}
 }
 
-// flushAcks sends the pending acks, at most every AckInterval: later ones
-// are coalesced and a timer wakes the dispatcher for them.
+// flushAcks sends the pending acks once they are due: AckInterval (less
+// up to a half, at random) after the first of them. Acks trail what they
+// confirm, and later ones are coalesced with them, so a message that
+// reaches every member of a large group at once is not answered by every
+// member at once, and a steady stream costs one ack frame an interval.
 func (c *Client) flushAcks() {
 	if len(c.acks) == 0 || c.ackArmed {
 		return
@@ -365,7 +369,10 @@ func (c *Client) flushAcks() {
 	if cn == nil {
 		return // sent on the next connection
 	}
-	if wait := c.cfg.AckInterval - time.Since(c.ackAt); wait > 0 {
+	if c.ackDue.IsZero() {
+		c.ackDue = time.Now().Add(c.cfg.AckInterval - rand.N(c.cfg.AckInterval/2+1))
+	}
+	if wait := time.Until(c.ackDue); wait > 0 {
 		c.ackArmed = true
 		c.wg.Add(1)
 		f := func() {
@@ -379,7 +386,7 @@ func (c *Client) flushAcks() {
 		}
 		return
 	}
-	c.ackAt = time.Now()
+	c.ackDue = time.Time{}
 	for conv, seq := range c.acks {
 		b := append(c.ackBuf[:0], `{"type":"ack","data":{"conv":`...)
 		b = strconv.AppendInt(b, conv, 10)
