@@ -56,11 +56,12 @@ FANOUT_CONNS=${FANOUT_CONNS:-100000}
 FANOUT_SIZE=${FANOUT_SIZE:-2000}
 # FANOUT_SHARDS: load generator processes (default: one per 19,000 clients)
 # The fan-out's load generator processes, six of 16,667 clients on the 2
-# cores, run their GC less often (GOGC=300; about 1.4 GiB each): with the
-# default, a shard that fell behind stopped answering the gateways' pings
-# within coder/websocket's fixed 5 s, and 1,049 clients were dropped and
-# resynced while the message was in flight; with 300, 196 (one run each,
-# docs/benchmarks.md). The servers keep their defaults.
+# cores, run their GC less often (GOGC=300; RSS about 860 MiB each, 680 MiB
+# with the default): with the default, a shard that fell behind stopped
+# answering the gateways' pings within coder/websocket's fixed 5 s, and
+# 1,049 clients were dropped and resynced while the message was in flight;
+# with 300, 196 (one run each, docs/benchmarks.md). The servers keep their
+# defaults.
 FANOUT_LOADGEN_GOGC=${FANOUT_LOADGEN_GOGC:-300}
 keep=${BENCH_DIR:+yes}
 dir=${BENCH_DIR:-$(mktemp -d /tmp/zhangban-bench-ws.XXXXXX)}
