@@ -168,7 +168,7 @@ func (r *wsRun) finish(s *wsSummary, stdout io.Writer) error {
 			cl.mu.Lock()
 			for k, n := range cl.reasons {
 				reasons[k] += n
-				if _, ok := examples[k]; !ok {
+				if _, ok := examples[k]; !ok && cl.examples[k] != "" {
 					examples[k] = cl.examples[k]
 				}
 			}

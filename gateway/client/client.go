@@ -96,17 +96,14 @@ type Config struct {
 	// between connection attempts (defaults 250 ms and 30 s).
 	MinBackoff, MaxBackoff time.Duration
 	// AutoAck sends ack frames (without id) for delivered messages: the
-	// highest sequence per conversation, AckInterval (default 10 s; less
-	// up to a half, at random) after the first delivery they confirm,
-	// with every later one coalesced. Acks only confirm delivery to the
-	// server (nothing waits for them: the client resumes from its own
-	// sequences), so they trail: acks sent at once, at most one a second,
-	// cost a phone an uplink frame for nearly every message of a steady
-	// stream, answered a message into a large group with an ack from
-	// every member at once, and took 18 % of the load generator's CPU in a
-	// reconnect storm (docs/benchmarks.md). At this interval they still
-	// count as traffic for the server's 25 s heartbeat, so a connection
-	// that receives and acks is not pinged.
+	// highest sequence per conversation, AckInterval (default 10 s, less
+	// up to a half at random) after the first delivery they confirm, with
+	// every later one coalesced. Acks only confirm delivery to the server
+	// (nothing waits for them: the client resumes from its own
+	// sequences), so they trail rather than cost an uplink frame per
+	// message, and the members of a large group do not all answer a
+	// message at once. At this interval they still count as traffic for
+	// the server's 25 s heartbeat.
 	AutoAck     bool
 	AckInterval time.Duration
 	// QueueSize bounds the live events waiting for the callbacks (default
