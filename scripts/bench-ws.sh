@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures the realtime figures of issue 4 (docs/benchmarks.md, "Realtime
 # (issue 4)"), RUNS times each (default 3), and prints the medians:
-#   idle       server RSS per idle connection, CONNS (19,000) on one gateway
+#   idle       server RSS per idle connection, CONNS (19,000) on one gateway,
+#              after IDLE_DURATION (60s) idle
 #   broadcast  deliveries/s from one gateway to CONNS members of 10 groups,
 #              BROADCAST_RATE (100) msg/s offered, BROADCAST_INFLIGHT (256)
 #              sends outstanding, then up to BROADCAST_DRAIN (150s) for the
@@ -51,6 +52,12 @@ BROADCAST_DRAIN=${BROADCAST_DRAIN:-150s}
 # msg/s offered were stored, so the figure measured the senders.
 BROADCAST_INFLIGHT=${BROADCAST_INFLIGHT:-256}
 DURATION=${DURATION:-20s}
+# How long the idle connections stay idle before their server's RSS is read:
+# long enough for every connection to be pinged once (heartbeat 25 s) and
+# the gateway's GC to run. After 10 s the RSS had not yet reached its steady
+# state: 9,155 B a connection then, 9,518-10,042 B after 60 s on the same
+# build (docs/benchmarks.md, session 10).
+IDLE_DURATION=${IDLE_DURATION:-60s}
 DIRECT_RATES=${DIRECT_RATES:-2000 10000} # target msg/s of the direct runs
 FANOUT_CONNS=${FANOUT_CONNS:-100000}
 FANOUT_SIZE=${FANOUT_SIZE:-2000}
@@ -152,7 +159,7 @@ case_idle() {
 	local out=()
 	for i in $(seq "$RUNS"); do
 		node n2 127.0.0.1:18082; local p=$node_pid
-		lg ws-idle --targets 127.0.0.1:18082 --conns "$CONNS" --sources 2 --settle 10s --duration 10s --json \
+		lg ws-idle --targets 127.0.0.1:18082 --conns "$CONNS" --sources 2 --settle 10s --duration "$IDLE_DURATION" --json \
 			--label "idle run $i" | tee "$dir/out/idle-$i.txt"
 		stop_node "$p"
 		out+=("$dir/out/idle-$i.txt")
