@@ -32,8 +32,14 @@ type Conn struct {
 	authID    string // id of the auth frame, answered after attaching
 	attached  bool   // registered in the hub
 
-	ctx    context.Context // ends when the connection does; sends queued on it still complete
-	cancel context.CancelFunc
+	// Requests in flight (reqContext), canceled when the connection ends;
+	// nil when there are none, so an idle connection keeps no context.
+	// A context of its own for the whole connection, with its Done channel
+	// and its children's map, was 370 B an idle connection.
+	qmu   sync.Mutex
+	reqs  []context.CancelFunc // (qmu) nil entries are free
+	nreqs int                  // (qmu) non-nil entries
+	ended bool                 // (qmu) the connection ended: new requests start canceled
 
 	lastRead  atomic.Int64 // unix nanoseconds of the last frame or pong received
 	lastPing  atomic.Int64 // unix nanoseconds of the last ping written
@@ -401,6 +407,55 @@ func (c *Conn) readMessage() error {
 	return nil
 }
 
+// reqContext is the context of one request on c: it ends after d, or
+// when the connection does. done must be called once, when the request
+// has ended. Sends already queued still commit after the connection ends
+// (see messaging.Enqueue); what ends is their waiting.
+func (c *Conn) reqContext(d time.Duration) (ctx context.Context, done func()) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.ended {
+		cancel()
+		return ctx, cancel
+	}
+	i := 0
+	for i < len(c.reqs) && c.reqs[i] != nil {
+		i++
+	}
+	if i == len(c.reqs) {
+		c.reqs = append(c.reqs, cancel)
+	} else {
+		c.reqs[i] = cancel
+	}
+	c.nreqs++
+	return ctx, func() {
+		cancel()
+		c.qmu.Lock()
+		defer c.qmu.Unlock()
+		if c.ended {
+			return // endRequests took them all
+		}
+		c.reqs[i] = nil
+		if c.nreqs--; c.nreqs == 0 {
+			c.reqs = nil
+		}
+	}
+}
+
+// endRequests cancels the requests in flight and every later one.
+func (c *Conn) endRequests() {
+	c.qmu.Lock()
+	reqs := c.reqs
+	c.reqs, c.nreqs, c.ended = nil, 0, true
+	c.qmu.Unlock()
+	for _, cancel := range reqs {
+		if cancel != nil {
+			cancel()
+		}
+	}
+}
+
 // handledChans are the channels on which workers say a frame was handled.
 var handledChans = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
 
@@ -445,8 +500,8 @@ func (c *Conn) allow(id string) bool {
 // authenticate checks a token and, for a live connection, that it belongs
 // to the same account.
 func (c *Conn) authenticate(token string) (auth.Principal, *ReplyError) {
-	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-	defer cancel()
+	ctx, done := c.reqContext(5 * time.Second)
+	defer done()
 	p, err := c.g.auth.Authenticate(ctx, token)
 	switch {
 	case errors.Is(err, auth.ErrTokenExpired):

@@ -485,12 +485,11 @@ func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err != nil {
 		return nil // the upgrader answered
 	}
-	// Not derived from the upgrade request's context: a connection lives
-	// for hours, and would keep that context, its values and its Done
-	// channel alive (about 350 B a connection); the gateway needs none of
-	// them.
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &Conn{g: g, ws: ws, fc: h.fc, addr: clientAddr(r), ctx: ctx, cancel: cancel, holding: true}
+	// Its requests' contexts (reqContext) start from Background, not from
+	// the upgrade request's context: a connection lives for hours, and
+	// would keep that context, its values and its Done channel alive
+	// (about 350 B a connection); the gateway needs none of them.
+	c := &Conn{g: g, ws: ws, fc: h.fc, addr: clientAddr(r), holding: true}
 	h.fc.ctl = c.control
 	c.lastRead.Store(time.Now().UnixNano())
 	g.conns.Add(1)
@@ -556,7 +555,9 @@ func (c *Conn) setup(p *auth.Principal) bool {
 	u, first := g.hub.attach(c)
 	c.attached = true
 	if first {
-		ids, err := g.msg.ConversationIDs(c.ctx, c.account)
+		ctx, done := c.reqContext(15 * time.Second)
+		ids, err := g.msg.ConversationIDs(ctx, c.account)
+		done()
 		if err != nil {
 			g.log.Error("loading conversations of a connecting user", "account", c.account, "err", err)
 			c.close(CloseInternal, "cannot load conversations")
@@ -578,7 +579,7 @@ func (c *Conn) setup(p *auth.Principal) bool {
 // release detaches a connection and closes its socket.
 func (c *Conn) release() {
 	g := c.g
-	c.cancel()
+	c.endRequests()
 	c.inflight.Wait()
 	if c.attached {
 		if g.hub.detach(c) {

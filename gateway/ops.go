@@ -73,8 +73,8 @@ func quote(s string) string {
 
 // call runs a domain call with a request deadline and maps its error.
 func (c *Conn) call(fn func(ctx context.Context) (any, error)) (any, *ReplyError) {
-	ctx, cancel := context.WithTimeout(c.ctx, 15*time.Second)
-	defer cancel()
+	ctx, done := c.reqContext(15 * time.Second)
+	defer done()
 	v, err := fn(ctx)
 	if err != nil {
 		return nil, c.g.replyError(err)
@@ -193,15 +193,15 @@ func (c *Conn) pipelineSend(f Frame) {
 		return
 	}
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(c.ctx, 15*time.Second)
+	ctx, done := c.reqContext(15 * time.Second)
 	p, err := c.g.msg.Enqueue(ctx, c.actor(), r)
 	if err != nil {
-		cancel()
+		done()
 		c.send(reply{Type: "reply", ID: f.ID, Error: c.g.replyError(err)})
 		return
 	}
 	finish := func() {
-		defer cancel()
+		defer done()
 		sent, err := p.Wait()
 		if err != nil {
 			c.send(reply{Type: "reply", ID: f.ID, Error: c.g.replyError(err)})
