@@ -667,8 +667,9 @@ func mustJSON(v any) json.RawMessage {
 const sweepsPerTick = 5
 
 // maintain pings, enforces the heartbeat and token expiry (every sweep),
-// and keeps the node's presence alive and closes ended sessions (every
-// tick, and every 6 ticks).
+// and closes ended sessions (every 6 ticks). The node's own heartbeat has
+// a goroutine of its own (presence.beatLoop), so a slow sweep cannot make
+// the other nodes take this one for dead.
 func (g *Gateway) maintain() {
 	defer close(g.done)
 	t := time.NewTicker(g.tick / sweepsPerTick)
@@ -681,10 +682,12 @@ func (g *Gateway) maintain() {
 			return
 		case now := <-t.C:
 			g.hub.each(func(c *Conn) { c.tick(now) })
+			if took := time.Since(now); took > g.tick {
+				g.log.Warn("a maintenance sweep was slow: pings and heartbeat checks are late", "took", took.Round(time.Millisecond))
+			}
 			if sweep%sweepsPerTick != 0 {
 				continue
 			}
-			g.presence.tick(now)
 			if now.Sub(lastSessionCheck) >= sessionCheck {
 				lastSessionCheck = now
 				g.closeEndedSessions()

@@ -644,3 +644,35 @@ func TestPresenceWritesDoNotDeadlock(t *testing.T) {
 		t.Errorf("last seen of %d accounts, want %d", n, len(ids))
 	}
 }
+
+// A node whose maintenance sweep is stuck (here on a connection's lock; on
+// a saturated machine, on slow socket writes) still heart-beats, so the
+// other nodes do not take it for dead and mark its users offline.
+func TestHeartbeatDoesNotWaitForTheSweep(t *testing.T) {
+	e := newEnv(t, 1)
+	e.online(0)
+	var conn *Conn
+	e.gw.hub.each(func(c *Conn) { conn = c })
+	if conn == nil {
+		t.Fatal("no connection in the hub")
+	}
+	ctx := context.Background()
+	beat := func() (at time.Time) {
+		t.Helper()
+		if err := e.gw.pool.QueryRow(ctx, `SELECT heartbeat_at FROM gw_nodes WHERE id = 'test'`).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	time.Sleep(150 * time.Millisecond) // the sweep is now waiting for the lock
+	before := beat()
+	deadline := time.Now().Add(2 * time.Second)
+	for !beat().After(before) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no heartbeat for 2 s (ticks of 100 ms) while the sweep was stuck")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

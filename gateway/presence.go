@@ -37,13 +37,14 @@ type presence struct {
 	mu      sync.Mutex     // guards changes
 	changes map[int64]bool // account → online on this node, not yet written
 
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+	stop     chan struct{}
+	done     chan struct{} // flushLoop ended
+	beatDone chan struct{} // beatLoop ended
+	once     sync.Once
 }
 
 func newPresence(g *Gateway) *presence {
-	return &presence{g: g, changes: map[int64]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
+	return &presence{g: g, changes: map[int64]bool{}, stop: make(chan struct{}), done: make(chan struct{}), beatDone: make(chan struct{})}
 }
 
 func (p *presence) register(ctx context.Context) error {
@@ -51,7 +52,26 @@ func (p *presence) register(ctx context.Context) error {
 		return err
 	}
 	go p.flushLoop()
+	go p.beatLoop()
 	return nil
+}
+
+// beatLoop heart-beats the node every tick. It has a goroutine of its own:
+// the maintenance sweep writes pings to thousands of sockets, and a node
+// whose sweep is slow (a machine saturated by a reconnect storm) must not
+// be taken for dead by the others, which would mark its users offline.
+func (p *presence) beatLoop() {
+	defer close(p.beatDone)
+	t := time.NewTicker(p.g.tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case now := <-t.C:
+			p.tick(now)
+		}
+	}
 }
 
 func (p *presence) online(account int64)  { p.mark(account, true) }
@@ -255,6 +275,7 @@ func (p *presence) unregister(ctx context.Context) {
 	p.once.Do(func() {
 		close(p.stop)
 		<-p.done
+		<-p.beatDone
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		rows, err := p.g.pool.Query(ctx, `WITH gone AS (DELETE FROM gw_presence WHERE node_id = $1 RETURNING account_id)
