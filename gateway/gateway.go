@@ -683,7 +683,7 @@ func (g *Gateway) maintain() {
 		case now := <-t.C:
 			g.hub.each(func(c *Conn) { c.tick(now) })
 			if took := time.Since(now); took > g.tick {
-				g.log.Warn("a maintenance sweep was slow: pings and heartbeat checks are late", "took", took.Round(time.Millisecond))
+				g.log.Warn("a maintenance sweep was slow: pings and heartbeat checks are late", "took", took.Round(time.Millisecond).String())
 			}
 			if sweep%sweepsPerTick != 0 {
 				continue
