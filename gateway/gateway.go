@@ -166,10 +166,10 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 		g.tick = 5 * time.Second
 	}
 	g.upgrader = websocket.Upgrader{
-		// Gorilla's reader, kept by every connection: frame headers and
-		// control payloads (at most 125 bytes) are read through it, larger
-		// payloads straight from frameConn, which has its own pooled
-		// buffer. 512 cost 390 B more per idle connection.
+		// Gorilla's reader, kept by every connection, so small: frame
+		// headers and control payloads (at most 125 bytes) are read
+		// through it, larger payloads straight from frameConn, which has
+		// its own pooled buffer.
 		ReadBufferSize:  128,
 		WriteBufferSize: 4096,
 		// Idle connections hold no write buffer: it is taken from the pool
@@ -487,8 +487,8 @@ func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	}
 	// Its requests' contexts (reqContext) start from Background, not from
 	// the upgrade request's context: a connection lives for hours, and
-	// would keep that context, its values and its Done channel alive
-	// (about 350 B a connection); the gateway needs none of them.
+	// would keep that context, its values and its Done channel alive;
+	// the gateway needs none of them.
 	c := &Conn{g: g, ws: ws, fc: h.fc, addr: clientAddr(r), holding: true}
 	h.fc.ctl = c.control
 	c.lastRead.Store(time.Now().UnixNano())

@@ -68,8 +68,8 @@ func (p *presence) beatLoop() {
 		select {
 		case <-p.stop:
 			return
-		case now := <-t.C:
-			p.tick(now)
+		case <-t.C:
+			p.tick()
 		}
 	}
 }
@@ -237,7 +237,7 @@ func (p *presence) onEvent(m *nats.Msg) {
 }
 
 // tick heart-beats this node and expires nodes that stopped.
-func (p *presence) tick(now time.Time) {
+func (p *presence) tick() {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	tag, err := p.g.pool.Exec(ctx, `UPDATE gw_nodes SET heartbeat_at = now() WHERE id = $1`, p.g.node)
