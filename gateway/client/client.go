@@ -427,6 +427,6 @@ func (c *Client) state(s State, err error) {
 // event hands an event to the dispatcher, which calls OnEvent.
 func (c *Client) event(typ string, data json.RawMessage) {
 	if c.cfg.OnEvent != nil {
-		c.q.push(item{kind: itemEvent, ev: Event{Type: typ, Data: data}})
+		c.q.push(item{kind: itemEvent, ev: &Event{Type: typ, Data: data}})
 	}
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -750,11 +752,65 @@ func BenchmarkDecodeServerMessage_Coalesced4(b *testing.B) {
 	b.SetBytes(int64(len(msg)))
 	for b.Loop() {
 		decodeServerMessage(msg, func(f serverFrame) {
-			if f.Type == EventMessage {
+			if f.Type == EventMessage && f.msg == nil {
 				decodeMessage(f.Data)
 			}
 		})
 	}
+}
+
+// BenchmarkDecodeMessageEvents: four message events in one WebSocket
+// message, as a member of a busy group reads them; "general" decodes each
+// frame with its data raw and then the data, as the client did before
+// decodeFrame's one pass.
+func BenchmarkDecodeMessageEvents(b *testing.B) {
+	var lines [][]byte
+	for i := range 4 {
+		lines = append(lines, serverMessageFrame(b, Message{Conv: 12, Seq: int64(41 + i), Sender: 7, ClientID: "lg-3f9a2c-" + strconv.Itoa(i),
+			Kind: "text", Text: "run 3f9a2c sent 1764000000123456789 下午三点在三楼会议室开会，请准时参加", At: time.Date(2026, 5, 1, 8, 0, 0, 123456000, time.UTC)}))
+	}
+	msg := bytes.Join(lines, []byte("\n"))
+	b.Run("one-pass", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(msg)))
+		for b.Loop() {
+			decodeServerMessage(msg, func(f serverFrame) {
+				if f.msg == nil {
+					b.Fatal("not decoded in one pass")
+				}
+			})
+		}
+	})
+	b.Run("general", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(msg)))
+		for b.Loop() {
+			for _, l := range lines {
+				f, _ := decodeAnyFrame(l)
+				if _, err := decodeMessage(f.Data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}
+
+// serverMessageFrame encodes m as the server writes a message event: the
+// envelope's type first, then the message as data.
+func serverMessageFrame(tb testing.TB, m Message) []byte {
+	tb.Helper()
+	data, err := json.Marshal(m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, err := json.Marshal(struct {
+		Type string          `json:"type"`
+		Data json.RawMessage `json:"data"`
+	}{EventMessage, data})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
 }
 
 func TestHistoryQueryEncoding(t *testing.T) {

@@ -313,10 +313,14 @@ func (c *Client) handleFrame(cn *conn, f serverFrame) {
 	case "reply":
 		c.reply(cn, f)
 	case EventMessage:
-		m, err := decodeMessage(f.Data)
-		if err != nil {
-			c.log.Warn("undecodable message event", "err", err)
-			return
+		m := f.msg
+		if m == nil {
+			dm, err := decodeMessage(f.Data)
+			if err != nil {
+				c.log.Warn("undecodable message event", "err", err)
+				return
+			}
+			m = &dm
 		}
 		c.q.push(item{kind: itemMessage, msg: m})
 	case EventReconnect:

@@ -7,13 +7,29 @@ import (
 )
 
 // serverFrame is one frame from the server: a reply (Type "reply", ID,
-// Data or Error) or an event (Type, Data).
+// Data or Error) or an event (Type, Data). A message event that decoded
+// in one pass (decodeFrame) has msg instead of Data.
 type serverFrame struct {
 	Type  string          `json:"type"`
 	ID    string          `json:"id"`
 	Data  json.RawMessage `json:"data"` // a copy: it outlives the read buffer
 	Error *wireError      `json:"error"`
+	msg   *Message
 }
+
+// messageFrame is a message event decoded in one pass.
+type messageFrame struct {
+	Type  string     `json:"type"`
+	ID    string     `json:"id"`
+	Data  *Message   `json:"data"`
+	Error *wireError `json:"error"`
+}
+
+// messagePrefix starts every message event the server writes. Such frames
+// are most of what a client reads, so they are decoded straight into a
+// Message: decoding the frame with its data as raw bytes, and then the
+// data, scans the message twice and copies it once.
+var messagePrefix = []byte(`{"type":"message","data":{`)
 
 var (
 	errNoType     = errors.New("frame without a type")
@@ -51,7 +67,25 @@ func decodeServerMessage(msg []byte, fn func(serverFrame)) (bad int, err error) 
 
 // decodeFrame decodes one frame. Unknown fields are ignored: servers may
 // add fields within a protocol version.
+//
+// A message event that starts with messagePrefix is decoded in one pass,
+// to the same result as the general way, except for a frame that repeats
+// its "data" key (which no server writes): its repeats are merged into one
+// Message, where the general way keeps the last. One that does not decode
+// in one pass, or whose message has no conversation or sequence, is
+// decoded the general way, so that handleFrame reports it as any other.
 func decodeFrame(line []byte) (serverFrame, error) {
+	if bytes.HasPrefix(line, messagePrefix) {
+		var mf messageFrame
+		if json.Unmarshal(line, &mf) == nil && mf.Type == EventMessage && mf.Data != nil && mf.Data.Conv > 0 && mf.Data.Seq > 0 {
+			return serverFrame{Type: mf.Type, ID: mf.ID, Error: mf.Error, msg: mf.Data}, nil
+		}
+	}
+	return decodeAnyFrame(line)
+}
+
+// decodeAnyFrame decodes one frame the general way: its data stays raw.
+func decodeAnyFrame(line []byte) (serverFrame, error) {
 	var f serverFrame
 	if err := json.Unmarshal(line, &f); err != nil {
 		return serverFrame{}, err

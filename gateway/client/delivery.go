@@ -20,11 +20,13 @@ const (
 	itemFlushAcks                 // the ack timer fired
 )
 
-// item is one entry of the dispatcher's queue.
+// item is one entry of the dispatcher's queue. It is small (56 bytes): a
+// client that falls behind queues many, and the queue's slice grows with
+// them.
 type item struct {
 	kind  itemKind
-	msg   Message
-	ev    Event
+	msg   *Message // itemMessage
+	ev    *Event   // itemEvent
 	state State
 	err   error
 	cn    *conn
@@ -138,9 +140,9 @@ func (c *Client) finalStates(rest []item) {
 func (c *Client) handleItem(ctx context.Context, it *item) {
 	switch it.kind {
 	case itemMessage:
-		c.live(ctx, it.msg)
+		c.live(ctx, *it.msg)
 	case itemEvent:
-		c.cfg.OnEvent(it.ev)
+		c.cfg.OnEvent(*it.ev)
 	case itemState:
 		c.cfg.OnState(it.state, it.err)
 	case itemConnected:

@@ -3,7 +3,10 @@ package client
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzDecodeServerMessage feeds arbitrary WebSocket messages to the
@@ -57,4 +60,120 @@ func FuzzDecodeServerMessage(f *testing.F) {
 			t.Fatal("the decoder changed its input")
 		}
 	})
+}
+
+// TestMessageEventsDecodeInOnePass: the message events the server writes
+// take decodeFrame's one pass, whatever their text, and give the message
+// the general way gives.
+func TestMessageEventsDecodeInOnePass(t *testing.T) {
+	at := time.Date(2026, 5, 1, 8, 0, 0, 123456789, time.FixedZone("CST", 8*3600))
+	for _, m := range []Message{
+		{Conv: 12, Seq: 41, Sender: 7, ClientID: "c1", Kind: "text", Text: "下午三点开会", Mentions: []int64{5, 9}, At: at},
+		{Conv: 1, Seq: 1, Kind: "text", Text: `a "data":{"conv":2} <b> & \u0000` + "\n\t", At: at},
+		{Conv: 3, Seq: 2, Kind: "location", Payload: json.RawMessage(`{"data":{"lat":30.27,"lng":120.15}}`), At: at},
+	} {
+		line := serverMessageFrame(t, m)
+		f, err := decodeFrame(line)
+		if err != nil || f.msg == nil {
+			t.Fatalf("%s: not decoded in one pass (%v)", line, err)
+		}
+		g, err := decodeAnyFrame(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := decodeMessage(g.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*f.msg, want) {
+			t.Errorf("%s: one pass gives %+v, the general way %+v", line, *f.msg, want)
+		}
+	}
+	// Not message events, or not decodable as one: the general way, so
+	// that handleFrame reports the message as undecodable.
+	for _, line := range []string{
+		`{"type":"message","data":{"conv":0,"seq":1}}`,
+		`{"type":"message","data":{"conv":1,"seq":0}}`,
+		`{"type":"message","data":{"conv":1,"seq":"2"}}`,
+		`{"type":"message","data":{"conv":1,"seq":2},"type":"read"}`,
+		`{"type":"message","data":{"conv":1,"seq":2},"data":null}`,
+	} {
+		if f, err := decodeFrame([]byte(line)); err != nil || f.msg != nil {
+			t.Errorf("%s: %+v, %v; want the general way", line, f, err)
+		}
+	}
+}
+
+// FuzzDecodeFrameOnePass: decodeFrame gives what the general way gives (a
+// frame with its data raw, then the message decoded from it), except that
+// a frame repeating its "data" key may decode to a merge of its repeats.
+func FuzzDecodeFrameOnePass(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"message","data":{"conv":12,"seq":41,"sender":7,"client_id":"x","kind":"text","text":"你好","mentions":[5],"payload":null,"at":"2026-01-01T00:00:00Z"}}`,
+		`{"type":"message","data":{"conv":1,"seq":2,"payload":{"a":[1,2]}},"id":"7","error":{"code":"x"}}`,
+		`{"type":"message","data":{"conv":1,"seq":2},"Data":{"text":"merged"}}`,
+		`{"type":"message","data":{"conv":1,"seq":2,"at":"2026-01-01T00:00:00+08:00"},"TYPE":"read"}`,
+		`{"type":"message","data":{"conv":1,"seq":2,"mentions":[1],"mentions":[2,3]}}`,
+		`{"type":"message","data":{"conv":1e2,"seq":2}}`,
+		`{"type":"message","data":{}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		fast, ferr := decodeFrame(line)
+		gen, gerr := decodeAnyFrame(line)
+		if (ferr == nil) != (gerr == nil) {
+			t.Fatalf("one pass: %v; the general way: %v", ferr, gerr)
+		}
+		if fast.msg == nil {
+			if !reflect.DeepEqual(fast, gen) {
+				t.Fatalf("%+v, the general way %+v", fast, gen)
+			}
+			return
+		}
+		if fast.Type != EventMessage || fast.Data != nil || fast.msg.Conv <= 0 || fast.msg.Seq <= 0 {
+			t.Fatalf("one pass accepted %+v (message %+v)", fast, *fast.msg)
+		}
+		if repeatsData(line) {
+			return
+		}
+		want, err := decodeMessage(gen.Data)
+		if err != nil {
+			t.Fatalf("one pass decoded %+v; the general way: %v", *fast.msg, err)
+		}
+		if gen.Type != fast.Type || gen.ID != fast.ID || !reflect.DeepEqual(gen.Error, fast.Error) || !reflect.DeepEqual(*fast.msg, want) {
+			t.Fatalf("one pass: %+v %+v; the general way: %+v %+v", fast, *fast.msg, gen, want)
+		}
+	})
+}
+
+// repeatsData reports whether the top-level object of a valid JSON line
+// has more than one key that encoding/json matches to "data" (any case,
+// any escaping).
+func repeatsData(line []byte) bool {
+	d := json.NewDecoder(bytes.NewReader(line))
+	depth, n, key := 0, 0, true
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return n > 1
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			if v == '{' || v == '[' {
+				depth++
+			} else {
+				depth--
+			}
+			key = depth == 1
+			continue
+		case string:
+			if depth == 1 && key && strings.EqualFold(v, "data") {
+				n++
+			}
+		}
+		if depth == 1 {
+			key = !key
+		}
+	}
 }
