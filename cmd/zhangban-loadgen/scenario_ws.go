@@ -93,6 +93,16 @@ type wsRun struct {
 	stderr     io.Writer
 	transports []*http.Client // per source address
 	fleet      *fleet         // the scenario's clients, for the report
+
+	atSend     []serverSample // the targets when the sending began (markSend)
+	selfAtSend time.Duration  // this process's CPU time then
+}
+
+// markSend samples the CPU time of the targets and of this process before
+// the sending begins, for the report's CPU per delivery.
+func (r *wsRun) markSend(ctx context.Context) {
+	r.atSend = r.scrape(ctx)
+	r.selfAtSend = selfCPU()
 }
 
 func parseWSFlags(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet), about string) (*wsRun, error) {
@@ -802,6 +812,7 @@ type serverSample struct {
 	Writes float64 `json:"writes"` // WebSocket messages written: frames / writes is the coalescing
 	Slow   float64 `json:"slow_consumers"`
 	Pongs  float64 `json:"pongs_failed"` // pongs to clients' pings not written in time
+	CPU    float64 `json:"cpu_seconds"`  // the process's CPU time so far
 	Err    string  `json:"error,omitempty"`
 }
 
@@ -836,6 +847,8 @@ func (r *wsRun) scrape(ctx context.Context) []serverSample {
 				switch name {
 				case "process_resident_memory_bytes":
 					s.RSS = v
+				case "process_cpu_seconds_total":
+					s.CPU = v
 				case "zhangban_gateway_connections":
 					s.Conns = v
 				case "zhangban_gateway_frames_written_total":
@@ -853,6 +866,15 @@ func (r *wsRun) scrape(ctx context.Context) []serverSample {
 	}
 	wg.Wait()
 	return out
+}
+
+// selfCPU is the CPU time this process has used (user and system).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // selfRSS is this process's resident set, from /proc.

@@ -42,6 +42,11 @@ type wsSummary struct {
 	ServersBefore []serverSample `json:"servers_before,omitempty"` // before connecting
 	RSSPerConn    float64        `json:"server_rss_per_conn_bytes,omitempty"`
 	LoadgenRSS    int64          `json:"loadgen_rss_bytes,omitempty"`
+	// CPU per delivery from the first send to the report: all the targets
+	// together, and this process. Less at the mercy of a busy machine
+	// than the rates are, so it compares builds better.
+	ServerCPUPerDelivery  float64 `json:"server_cpu_us_per_delivery,omitempty"`
+	LoadgenCPUPerDelivery float64 `json:"loadgen_cpu_us_per_delivery,omitempty"`
 
 	KilledAt     string          `json:"killed_at,omitempty"`
 	ResyncAllSec float64         `json:"resync_all_s,omitempty"` // kill → every client synced on a new connection
@@ -128,6 +133,9 @@ func (s *wsSummary) print(w io.Writer) {
 	}
 	if s.LoadgenRSS > 0 {
 		fmt.Fprintf(&b, "loadgen RSS    %.1f MiB\n", float64(s.LoadgenRSS)/(1<<20))
+	}
+	if s.ServerCPUPerDelivery > 0 || s.LoadgenCPUPerDelivery > 0 {
+		fmt.Fprintf(&b, "CPU            %.1f us per delivery on the servers, %.1f us in this process (from the first send)\n", s.ServerCPUPerDelivery, s.LoadgenCPUPerDelivery)
 	}
 	io.WriteString(w, b.String())
 }

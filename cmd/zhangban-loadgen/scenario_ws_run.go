@@ -316,6 +316,7 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer closeAPI()
+	r.markSend(ctx)
 	var count int64
 	until := time.Now().Add(r.f.duration)
 	if burst > 0 {
@@ -402,6 +403,7 @@ func (r *wsRun) report(ctx context.Context, fl *fleet, s *wsSummary, exp expecta
 	}
 	s.Disconnects = fl.disc.Load()
 	s.OtherMessages = fl.other.Load()
+	r.cpuPerDelivery(s)
 	if r.f.latencyOut != "" {
 		if err := writeLatencies(r.f.latencyOut, lats); err != nil {
 			return err
@@ -412,6 +414,27 @@ func (r *wsRun) report(ctx context.Context, fl *fleet, s *wsSummary, exp expecta
 		s.StoppedEarly = ctx.Err().Error()
 	}
 	return r.finish(s, stdout)
+}
+
+// cpuPerDelivery fills in the CPU per delivery since markSend. The
+// servers' share is left out for a shard, which sees only its own
+// deliveries, and when a target could not be read.
+func (r *wsRun) cpuPerDelivery(s *wsSummary) {
+	if r.atSend == nil || s.Delivered == 0 {
+		return
+	}
+	s.LoadgenCPUPerDelivery = float64(selfCPU()-r.selfAtSend) / float64(time.Microsecond) / float64(s.Delivered)
+	if r.shardN != 1 || len(s.Servers) != len(r.atSend) {
+		return
+	}
+	var cpu float64
+	for i, a := range s.Servers {
+		if a.Err != "" || r.atSend[i].Err != "" {
+			return
+		}
+		cpu += a.CPU - r.atSend[i].CPU
+	}
+	s.ServerCPUPerDelivery = cpu * 1e6 / float64(s.Delivered)
 }
 
 // runWSDirect sends direct messages between pairs of connected clients.
@@ -484,6 +507,7 @@ func runWSDirect(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		log.add(conv, sent.Seq)
 		return d, nil
 	}
+	r.markSend(ctx)
 	sendStart := time.Now()
 	stop := fl.progress("send", sendStart, func() string {
 		return fmt.Sprintf("sent=%d failed=%d late=%d", sd.sent.Load(), sd.failed.Load(), sd.behind.Load())

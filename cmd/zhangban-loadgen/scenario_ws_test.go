@@ -121,3 +121,35 @@ func TestDisconnectReasons(t *testing.T) {
 		}
 	}
 }
+
+// TestCPUPerDelivery: the servers' CPU since the sending began, over the
+// deliveries; left out for a shard or an unread target.
+func TestCPUPerDelivery(t *testing.T) {
+	r := &wsRun{shardN: 1, atSend: []serverSample{{CPU: 10}, {CPU: 4}}, selfAtSend: selfCPU()}
+	s := &wsSummary{Servers: []serverSample{{CPU: 12.5}, {CPU: 5.5}}}
+	s.Delivered = 1_000_000
+	r.cpuPerDelivery(s)
+	if s.ServerCPUPerDelivery != 4 {
+		t.Errorf("servers: %v us per delivery, want 4", s.ServerCPUPerDelivery)
+	}
+	if s.LoadgenCPUPerDelivery < 0 {
+		t.Errorf("load generator: %v us per delivery", s.LoadgenCPUPerDelivery)
+	}
+	for _, tc := range []struct {
+		name string
+		r    wsRun
+	}{
+		{"shard", wsRun{shardN: 2, atSend: r.atSend}},
+		{"unread target", wsRun{shardN: 1, atSend: []serverSample{{CPU: 10}, {Err: "refused"}}}},
+	} {
+		s := &wsSummary{Servers: []serverSample{{CPU: 12.5}, {CPU: 5.5}}}
+		s.Delivered = 1
+		tc.r.cpuPerDelivery(s)
+		if s.ServerCPUPerDelivery != 0 {
+			t.Errorf("%s: servers %v us per delivery, want none", tc.name, s.ServerCPUPerDelivery)
+		}
+	}
+	if selfCPU() <= 0 {
+		t.Error("selfCPU gives no CPU time")
+	}
+}
