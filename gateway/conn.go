@@ -150,7 +150,13 @@ func (c *Conn) queueLocked(f *outFrame) (start bool) {
 
 // writeLoop writes what is queued, coalescing frames into one message,
 // and exits when the queue is empty.
-func (c *Conn) writeLoop() {
+func (c *Conn) writeLoop() { c.writeQueued(false) }
+
+// writeQueued writes until the queue is empty (and gives up the writer
+// role) or a write failed. With untilStall it also stops, keeping the
+// writer role, when the socket holds back a write; it reports whether it
+// gave up the role.
+func (c *Conn) writeQueued(untilStall bool) bool {
 	for {
 		c.mu.Lock()
 		batch := c.queue
@@ -158,7 +164,7 @@ func (c *Conn) writeLoop() {
 		if len(batch) == 0 {
 			c.writing = false
 			c.mu.Unlock()
-			return
+			return true
 		}
 		c.mu.Unlock()
 		if err := c.write(batch); err != nil {
@@ -166,7 +172,10 @@ func (c *Conn) writeLoop() {
 			c.writing = false
 			c.mu.Unlock()
 			c.abort(err)
-			return
+			return true
+		}
+		if untilStall && c.fc.stalled.Load() {
+			return false
 		}
 	}
 }
@@ -297,7 +306,8 @@ func (c *Conn) abort(err error) {
 func (c *Conn) control(op int, payload []byte) {
 	c.lastRead.Store(time.Now().UnixNano())
 	if op == opPing {
-		if err := c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second)); err != nil {
+		// A pong kept behind a stalled write is not written in time either.
+		if err := c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second)); err != nil || c.fc.stalled.Load() {
 			c.g.metrics.pongsFailed.Inc()
 		}
 	}

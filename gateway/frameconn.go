@@ -36,6 +36,154 @@ type frameConn struct {
 	ctl func(op int, payload []byte) // ping (9) and pong (10) frames, unmasked; payload is only valid during the call
 
 	wdl atomic.Int64 // the write deadline set on the socket, unix nanoseconds; 0: none
+
+	// Writes that must not wait (see Write).
+	wmu     sync.Mutex
+	try     bool        // (wmu) the writer must not wait: a round writer (writeRound)
+	st      *stall      // (wmu) bytes accepted but not yet written; nil when none
+	failed  bool        // (wmu) writing what a stall held failed: later writes fail
+	stalled atomic.Bool // st != nil: the flusher owns the write deadline
+	onFlush func(error) // called when writing what a stall held fails
+}
+
+// stall is what a socket that could not take a whole write still has to
+// be written, by a goroutine of its own (flush).
+type stall struct {
+	rest []byte
+	done chan struct{} // closed when the flusher ends
+}
+
+// maxStall bounds the bytes a stalled socket holds. Past it the write
+// fails as a slow consumer's would.
+const maxStall = 1 << 20
+
+var (
+	errStallFull = &stallError{"the client reads too slowly: over 1 MiB waits for its socket"}
+	errStalled   = &stallError{"an earlier write to this socket failed"}
+)
+
+type stallError struct{ s string }
+
+func (e *stallError) Error() string   { return e.s }
+func (e *stallError) Timeout() bool   { return e == errStallFull }
+func (e *stallError) Temporary() bool { return false }
+
+// Write writes b. A round writer (try set) and a control frame never wait
+// for the client: what the socket does not take at once is kept and
+// written by a goroutine of its own (flush), and later writes of that kind
+// are added to it, in order. Any other write first waits for such bytes to
+// be written. A socket without a file descriptor is written as it is.
+func (f *frameConn) Write(b []byte) (int, error) {
+	if f.raw == nil {
+		return f.Conn.Write(b)
+	}
+	f.wmu.Lock()
+	nowait := f.try || isControlFrame(b)
+	for f.st != nil && !nowait {
+		done := f.st.done
+		f.wmu.Unlock()
+		<-done
+		f.wmu.Lock()
+	}
+	if f.failed {
+		f.wmu.Unlock()
+		return 0, errStalled
+	}
+	if st := f.st; st != nil {
+		if len(st.rest)+len(b) > maxStall {
+			f.wmu.Unlock()
+			return 0, errStallFull
+		}
+		st.rest = append(st.rest, b...)
+		f.wmu.Unlock()
+		return len(b), nil
+	}
+	if !nowait {
+		// Only a nowait write starts a stall, and gorilla writes one
+		// frame at a time: none starts while this one waits.
+		f.wmu.Unlock()
+		return f.Conn.Write(b)
+	}
+	n, err := f.writeNow(b)
+	if err == nil && n < len(b) {
+		st := &stall{rest: append([]byte(nil), b[n:]...), done: make(chan struct{})}
+		f.st = st
+		f.stalled.Store(true)
+		go f.flush(st)
+		n = len(b)
+	}
+	f.wmu.Unlock()
+	return n, err
+}
+
+// isControlFrame reports whether b is a whole control frame as gorilla
+// writes one (WriteControl: close, ping or pong, in one write). Taking
+// something else for one only lets it be kept rather than waited for.
+func isControlFrame(b []byte) bool {
+	return len(b) >= 2 && b[0] >= 0x88 && b[0] <= 0x8a && int(b[1]) == len(b)-2
+}
+
+// writeNow writes what the socket takes without waiting.
+func (f *frameConn) writeNow(b []byte) (n int, err error) {
+	cerr := f.raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, werr := syscall.Write(int(fd), b[n:])
+			if werr == syscall.EINTR {
+				continue
+			}
+			if werr != nil {
+				if werr != syscall.EAGAIN {
+					err = &net.OpError{Op: "write", Net: "tcp", Err: werr}
+				}
+				break
+			}
+			n += m
+		}
+		return true // done, whatever was written: do not wait
+	})
+	if cerr != nil {
+		return n, cerr
+	}
+	return n, err
+}
+
+// flush writes what a stall holds, waiting for the client up to
+// writeTimeout for each write. It owns the socket's write deadline until
+// it ends.
+func (f *frameConn) flush(st *stall) {
+	for {
+		f.wmu.Lock()
+		b := st.rest
+		st.rest = nil
+		if len(b) == 0 {
+			f.st = nil
+			f.stalled.Store(false)
+			f.wdl.Store(-1) // moved here: the next SetWriteDeadline goes through
+			f.wmu.Unlock()
+			close(st.done)
+			return
+		}
+		f.wmu.Unlock()
+		f.Conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if _, err := f.Conn.Write(b); err != nil {
+			f.wmu.Lock()
+			f.failed, f.st = true, nil
+			f.stalled.Store(false)
+			f.wmu.Unlock()
+			close(st.done)
+			if f.onFlush != nil {
+				f.onFlush(err)
+			}
+			return
+		}
+	}
+}
+
+// setTry marks the writes that follow as a round writer's (see Write).
+func (f *frameConn) setTry(try bool) {
+	f.wmu.Lock()
+	f.try = try
+	f.wmu.Unlock()
 }
 
 // deadlineGrain is the precision of write deadlines on the socket: a
@@ -47,6 +195,9 @@ const deadlineGrain = writeTimeout / 2
 // write; on the socket each set moves a runtime timer, about a tenth of a
 // busy node's CPU, while the write timeouts (seconds) need no finer grain.
 func (f *frameConn) SetWriteDeadline(t time.Time) error {
+	if f.stalled.Load() {
+		return nil // the flusher's, until it ends
+	}
 	var d int64
 	if !t.IsZero() {
 		t = t.Truncate(deadlineGrain).Add(deadlineGrain)

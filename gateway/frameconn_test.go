@@ -327,3 +327,128 @@ func TestWriteDeadlineIsSetOnlyWhenItsGrainChanges(t *testing.T) {
 		}
 	}
 }
+
+// tcpPair is a loopback TCP connection with small socket buffers, so that
+// a client that does not read stalls the server's writes soon.
+func tcpPair(t *testing.T) (server *frameConn, client *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.(*net.TCPConn).SetReadBuffer(4 << 10)
+	sc.(*net.TCPConn).SetWriteBuffer(4 << 10)
+	t.Cleanup(func() { cc.Close(); sc.Close() })
+	return newFrameConn(sc), cc.(*net.TCPConn)
+}
+
+// TestRoundWritesDoNotWait: a round writer's writes and control frames
+// return at once on a socket the client does not read; what the socket
+// does not take is written later, in order, and other writes wait for it.
+func TestRoundWritesDoNotWait(t *testing.T) {
+	f, cl := tcpPair(t)
+	var want bytes.Buffer
+	chunk := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 16<<10) }
+
+	f.setTry(true)
+	start := time.Now()
+	// Should a write wait for the client after all, this ends the wait
+	// (and the test) by closing the client.
+	guard := time.AfterFunc(5*time.Second, func() { cl.SetLinger(0); cl.Close() })
+	i := 0
+	for ; !f.stalled.Load(); i++ {
+		if i > 1000 {
+			t.Fatal("16 MB written to a client that does not read, and no stall")
+		}
+		b := chunk(i)
+		if n, err := f.Write(b); err != nil || n != len(b) {
+			t.Fatalf("write %d: %d, %v", i, n, err)
+		}
+		want.Write(b)
+	}
+	ping := []byte{0x89, 1, 'p'}
+	if _, err := f.Write(ping); err != nil {
+		t.Fatal(err)
+	}
+	want.Write(ping)
+	b := chunk(i)
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	want.Write(b)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("%d writes to a stalled client took %v", i+2, took)
+	}
+	guard.Stop()
+	f.setTry(false)
+
+	// A writer of the connection's own waits for what the stall holds.
+	last := []byte("last")
+	wrote := make(chan error, 1)
+	go func() { _, err := f.Write(last); wrote <- err }()
+	select {
+	case err := <-wrote:
+		t.Fatalf("a waiting write returned before the stall was written: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	want.Write(last)
+
+	got := make([]byte, want.Len())
+	if _, err := io.ReadFull(cl, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("the client read the bytes out of order")
+	}
+	if f.stalled.Load() {
+		t.Error("still stalled after the client read everything")
+	}
+}
+
+// TestStallLimits: a stall holds at most maxStall bytes (beyond, a write
+// fails as a slow consumer's); when writing what it holds fails, onFlush
+// hears it and later writes fail.
+func TestStallLimits(t *testing.T) {
+	f, cl := tcpPair(t)
+	flushErr := make(chan error, 1)
+	f.onFlush = func(err error) { flushErr <- err }
+	f.setTry(true)
+	big := make([]byte, 64<<10)
+	var err error
+	for n := 0; err == nil; n += len(big) {
+		if n > 64<<20 {
+			t.Fatal("64 MB kept for a client that does not read")
+		}
+		_, err = f.Write(big)
+	}
+	var ne net.Error
+	if !errors.Is(err, errStallFull) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("past the limit: %v, want errStallFull, a timeout", err)
+	}
+
+	cl.SetLinger(0)
+	cl.Close() // the flusher's write fails
+	select {
+	case err := <-flushErr:
+		if err == nil {
+			t.Fatal("onFlush without an error")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("onFlush not called after the client went away")
+	}
+	if _, err := f.Write([]byte("x")); !errors.Is(err, errStalled) {
+		t.Fatalf("a write after the flush failed: %v, want errStalled", err)
+	}
+}

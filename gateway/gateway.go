@@ -13,6 +13,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -109,6 +110,8 @@ type Gateway struct {
 	sends       sync.WaitGroup // sends waiting for their commit
 	subs        []*nats.Subscription
 	jobs        chan *Conn    // frames to handle, run by the workers
+	rounds      chan *Conn    // connections a broadcast round writes, taken by the round writers
+	quit        chan struct{} // closed once every connection has ended: the round writers stop
 	admit       chan struct{} // a slot per connection being set up (auth, load)
 	admitQueue  int64         // upgrades that may wait for a slot
 	admitWait   time.Duration // how long one may wait
@@ -202,6 +205,8 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 		g.log.Info("no socket poller: one goroutine per connection", "err", err)
 	}
 	g.jobs = make(chan *Conn)
+	g.rounds = make(chan *Conn, roundQueue)
+	g.quit = make(chan struct{})
 	if d.MaxSettingUp <= 0 {
 		d.MaxSettingUp = maxSettingUp
 	}
@@ -215,6 +220,9 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 	}
 	for range workers {
 		go g.work()
+	}
+	for range max(4, 2*runtime.GOMAXPROCS(0)) {
+		go g.roundWriter()
 	}
 	go g.maintain()
 	return g, nil
@@ -332,12 +340,55 @@ func (g *Gateway) flushBatch() {
 	}
 	b.mu.Unlock()
 	for _, c := range conns {
-		if shared {
-			go g.writeBatched(c)
-		} else {
+		switch {
+		case !shared:
 			go c.writeLoop()
+		case c.fc.raw == nil: // its writes may wait for the client
+			go g.writeBatched(c)
+		default:
+			select {
+			case g.rounds <- c:
+			default:
+				go g.writeBatched(c)
+			}
 		}
 	}
+}
+
+// A broadcast round is written by a few round writers, not a goroutine
+// for each connection. With 19,000 writers runnable at once, the one
+// goroutine that routes events into the connections' queues (onEvent) ran
+// a few percent of the time: events waited in the subscription, rounds
+// found two or three frames a connection, and writes, the most costly part
+// of a delivery, multiplied (docs/benchmarks.md, session 11). A round
+// writer never waits for a client: what a socket does not take at once is
+// written by a goroutine of the connection's own (frameConn.Write), so no
+// consumer can hold the others up.
+const roundQueue = 1 << 16
+
+func (g *Gateway) roundWriter() {
+	for {
+		select {
+		case c := <-g.rounds:
+			g.writeRound(c)
+		case <-g.quit:
+			return
+		}
+	}
+}
+
+// writeRound writes what is queued for c without waiting for the client.
+// Once its socket holds back a write, the rest of the writing goes to a
+// goroutine of the connection's own, where it may wait.
+func (g *Gateway) writeRound(c *Conn) {
+	c.fc.setTry(true)
+	done := c.writeQueued(true)
+	c.fc.setTry(false)
+	if !done {
+		go g.writeBatched(c)
+		return
+	}
+	g.writerDone()
 }
 
 // writeBatched is the writer of a connection started by a broadcast
@@ -491,6 +542,7 @@ func (g *Gateway) accept(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	// the gateway needs none of them.
 	c := &Conn{g: g, ws: ws, fc: h.fc, addr: clientAddr(r), holding: true}
 	h.fc.ctl = c.control
+	h.fc.onFlush = c.abort
 	c.lastRead.Store(time.Now().UnixNano())
 	g.conns.Add(1)
 	g.open.Add(1)
@@ -793,6 +845,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if err == nil {
 		g.stopWorkers.Do(func() {
 			close(g.jobs)
+			close(g.quit)
 			if g.poll != nil {
 				g.poll.close()
 			}
