@@ -258,6 +258,7 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 		rate                          float64
 		goFile, readyFile             string
 		drain                         time.Duration
+		sendProc, sendOnly            bool
 	)
 	r, err := parseWSFlags("ws-broadcast", args, stderr, func(fs *flag.FlagSet) {
 		fs.IntVar(&groups, "groups", 10, "groups; --conns must be groups × group-size")
@@ -268,6 +269,9 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 		fs.StringVar(&goFile, "go-file", "", "with --burst: wait until this file exists before sending (to start shards together)")
 		fs.StringVar(&readyFile, "ready-file", "", "create this file once every connection of the shard is synced")
 		fs.DurationVar(&drain, "drain", 30*time.Second, "how long to wait for deliveries after the last send")
+		fs.BoolVar(&sendProc, "send-process", false, "send from a process of its own (this program again, with --send-only), so that the sends do not wait\n"+
+			"behind the clients' work for this process's CPU; not with --burst or --shard")
+		fs.BoolVar(&sendOnly, "send-only", false, "connect no clients: send at --rate for --duration and print each stored message as a line (for --send-process)")
 	}, "Connects groups × group-size members; the owners (first member of each group) send tagged\n"+
 		"messages over HTTP (--api), and every member's deliveries are checked. With --shard, each\n"+
 		"process holds a slice of the members and sends for the groups whose owner it holds;\n"+
@@ -278,12 +282,18 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 	if groups*size != r.f.conns || size < 2 || size > 2000 {
 		return usageError{"--conns must equal --groups × --group-size, and 2 ≤ group-size ≤ 2000"}
 	}
+	if sendProc && (burst > 0 || r.shardN != 1 || sendOnly) {
+		return usageError{"--send-process is for one process sending at --rate: not with --burst, --shard or --send-only"}
+	}
 	if err := r.prepare(ctx, r.f.conns); err != nil {
 		return err
 	}
 	convs, err := r.groups(ctx, groups, size)
 	if err != nil {
 		return err
+	}
+	if sendOnly {
+		return r.sendOnly(ctx, convs, size, rate, inflight, stdout)
 	}
 	fl, s := r.start(ctx, "ws-broadcast")
 	defer fl.close()
@@ -308,14 +318,20 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 	}
 	var log seqLog
-	sd, closeAPI, err := r.groupSender(rate, inflight, func(n int64) (int64, string) {
+	convOf := func(n int64) (int64, string) {
 		g := mine[int(n)%len(mine)]
 		return convs[g], r.st.Accounts[g*size].Token
-	}, &log)
-	if err != nil {
-		return err
 	}
-	defer closeAPI()
+	var sd *sender
+	if sendProc {
+		sd = &sender{rate: rate, inflight: inflight}
+	} else {
+		var closeAPI func()
+		if sd, closeAPI, err = r.groupSender(rate, inflight, convOf, log.add); err != nil {
+			return err
+		}
+		defer closeAPI()
+	}
 	r.markSend(ctx)
 	var count int64
 	until := time.Now().Add(r.f.duration)
@@ -346,7 +362,14 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 	stop := fl.progress("send", sendStart, func() string {
 		return fmt.Sprintf("sent=%d failed=%d late=%d", sd.sent.Load(), sd.failed.Load(), sd.behind.Load())
 	})
-	if len(mine) > 0 {
+	switch {
+	case sendProc:
+		window, err := sendFromProcess(ctx, args, r.runTag, sd, &log, stderr)
+		if err != nil {
+			return err
+		}
+		s.SendWindowS = window.Seconds()
+	case len(mine) > 0:
 		s.SendWindowS = sd.run(ctx, until, count).Seconds()
 	}
 	if r.shardN == 1 {
@@ -372,13 +395,13 @@ func (r *wsRun) start(ctx context.Context, scenario string) (*fleet, *wsSummary)
 // groupSender sends group messages over HTTP (--api) as the conversation's
 // owner that convOf names, recording what was stored in log; done ends
 // its HTTP client.
-func (r *wsRun) groupSender(rate float64, inflight int, convOf func(n int64) (conv int64, token string), log *seqLog) (sd *sender, done func(), err error) {
+func (r *wsRun) groupSender(rate float64, inflight int, convOf func(n int64) (conv int64, token string), record func(conv, seq int64)) (sd *sender, done func(), err error) {
 	api, err := newAPIClient(r.f.api, inflight+8, 60*time.Second)
 	if err != nil {
 		return nil, nil, err
 	}
 	sd = &sender{rate: rate, inflight: inflight}
-	sd.send = r.httpGroupSend(api, convOf, log.add)
+	sd.send = r.httpGroupSend(api, convOf, record)
 	return sd, api.close, nil
 }
 
@@ -592,7 +615,7 @@ func runWSStorm(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	sd, closeAPI, err := r.groupSender(rate, inflight, func(n int64) (int64, string) {
 		g := int(n) % groups
 		return convs[g], r.st.Accounts[g*size].Token
-	}, &log)
+	}, log.add)
 	if err != nil {
 		return err
 	}
