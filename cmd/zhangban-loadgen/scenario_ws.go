@@ -98,10 +98,14 @@ type wsRun struct {
 	selfAtSend time.Duration  // this process's CPU time then
 }
 
-// markSend samples the CPU time of the targets and of this process before
-// the sending begins, for the report's CPU per delivery.
+// markSend samples the CPU time of the targets and of this process as
+// the sending begins, for the report's CPU per delivery. A shard reads only
+// its own: the report leaves the servers' share out for a shard, and the
+// shards start together, when six scrapes each would delay the send.
 func (r *wsRun) markSend(ctx context.Context) {
-	r.atSend = r.scrape(ctx)
+	if r.shardN == 1 {
+		r.atSend = r.scrape(ctx)
+	}
 	r.selfAtSend = selfCPU()
 }
 

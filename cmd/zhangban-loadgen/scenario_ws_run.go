@@ -332,7 +332,6 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		defer closeAPI()
 	}
-	r.markSend(ctx)
 	var count int64
 	until := time.Now().Add(r.f.duration)
 	if burst > 0 {
@@ -358,6 +357,7 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 			want += int64(burst * len(rs))
 		}
 	}
+	r.markSend(ctx)
 	sendStart := time.Now()
 	stop := fl.progress("send", sendStart, func() string {
 		return fmt.Sprintf("sent=%d failed=%d late=%d", sd.sent.Load(), sd.failed.Load(), sd.behind.Load())
@@ -443,7 +443,7 @@ func (r *wsRun) report(ctx context.Context, fl *fleet, s *wsSummary, exp expecta
 // servers' share is left out for a shard, which sees only its own
 // deliveries, and when a target could not be read.
 func (r *wsRun) cpuPerDelivery(s *wsSummary) {
-	if r.atSend == nil || s.Delivered == 0 {
+	if r.selfAtSend == 0 || s.Delivered == 0 {
 		return
 	}
 	s.LoadgenCPUPerDelivery = float64(selfCPU()-r.selfAtSend) / float64(time.Microsecond) / float64(s.Delivered)
