@@ -45,16 +45,22 @@ type Conn struct {
 	lastPing  atomic.Int64 // unix nanoseconds of the last ping written
 	lastWrite atomic.Int64 // unix nanoseconds of the last frames written
 
-	mu          sync.Mutex  // guards the fields below; a leaf lock
-	queue       []*outFrame // frames waiting for the writer, at most queueSize
-	writing     bool        // a writer goroutine is running, or will when the event batch closes
-	closing     bool        // close requested: nothing more is queued
-	holding     bool        // before the first sync reply: live events wait in held
-	held        []*outFrame // at most maxHeld
-	heldLost    bool        // held overflowed: the sync reply says more
-	expires     time.Time   // access token expiry
-	refreshSent bool        // a refresh event went out for the current token
-	watching    []int64     // presence watches (the hub's index mirrors it)
+	mu       sync.Mutex  // guards the fields below; a leaf lock
+	queue    []*outFrame // frames waiting for the writer, at most queueSize
+	writing  bool        // a writer goroutine is running, or will when the event batch closes
+	closing  bool        // close requested: nothing more is queued
+	holding  bool        // before the first sync reply: live events wait in held
+	held     []*outFrame // at most maxHeld
+	heldLost bool        // held overflowed: the sync reply says more
+	// After the first sync reply, for seamWindow: the last sequence it
+	// gave per conversation. A message committed before the sync read the
+	// database may still be on its way through the bus; it is dropped when
+	// it comes, as a held one is (ops.go, sync).
+	seam        map[int64]int64
+	seamUntil   int64     // unix nanoseconds
+	expires     time.Time // access token expiry
+	refreshSent bool      // a refresh event went out for the current token
+	watching    []int64   // presence watches (the hub's index mirrors it)
 
 	// Read goroutine only (and the worker it hands a frame to, while it
 	// waits on handled).
@@ -97,6 +103,13 @@ func (c *Conn) deliver(f *outFrame) (start bool) {
 	defer c.mu.Unlock()
 	if c.closing {
 		return false
+	}
+	if c.seam != nil {
+		if time.Now().UnixNano() > c.seamUntil {
+			c.seam = nil
+		} else if f.seq > 0 && f.seq <= c.seam[f.conv] {
+			return false // in the first sync reply already
+		}
 	}
 	if c.holding {
 		if len(c.held) < maxHeld {

@@ -1,0 +1,31 @@
+package gateway
+
+import (
+	"testing"
+	"time"
+)
+
+// TestSeamDropsWhatTheFirstSyncGave: for seamWindow after the first sync
+// reply, a live message that reply already contained (its event was still
+// on its way through the bus) is dropped; later ones, other conversations'
+// and, after the window, any are delivered.
+func TestSeamDropsWhatTheFirstSyncGave(t *testing.T) {
+	c := &Conn{seam: map[int64]int64{5: 7}, seamUntil: time.Now().Add(time.Minute).UnixNano()}
+	for _, tc := range []struct {
+		conv, seq int64
+		want      bool
+	}{
+		{5, 6, false}, {5, 7, false}, {5, 8, true}, {6, 1, true}, {5, 0, true},
+	} {
+		n := len(c.queue)
+		c.deliver(&outFrame{conv: tc.conv, seq: tc.seq})
+		if got := len(c.queue) > n; got != tc.want {
+			t.Errorf("conv %d seq %d: queued %v, want %v", tc.conv, tc.seq, got, tc.want)
+		}
+	}
+	c.seamUntil = time.Now().Add(-time.Second).UnixNano()
+	c.deliver(&outFrame{conv: 5, seq: 7})
+	if c.seam != nil || len(c.queue) != 4 {
+		t.Errorf("after the window: seam %v, %d queued; want none kept and the message queued", c.seam, len(c.queue))
+	}
+}
