@@ -1,11 +1,17 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
 
 	"github.com/zhangban/zhangban/internal/event"
@@ -203,4 +209,81 @@ func TestBroadcastWaitsForTheWritersBeforeIt(t *testing.T) {
 	if d := time.Since(done); d > batchDelayShared/2 {
 		t.Errorf("the broadcast came %v after the writer before it finished; want it at once, not when its batch timed out", d)
 	}
+}
+
+// TestBroadcastSlowConsumerIsCutAndOthersAreNot: broadcast rounds, written
+// by the round writers, reach every client that reads, whole and in order,
+// while one client of the same events stops reading: its socket stalls,
+// and it is cut as a slow consumer.
+func TestBroadcastSlowConsumerIsCutAndOthersAreNot(t *testing.T) {
+	e := newEnvWith(t, largeFanout, time.Hour, time.Minute) // a heartbeat that does not cut the slow reader first
+	var fast []*raw
+	for i := 1; i < largeFanout; i++ {
+		fast = append(fast, e.online(i))
+	}
+	// The slow client authenticates and syncs, then never reads again;
+	// both its socket buffers are small, so its writes stall at once.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	slow, _, err := websocket.Dial(ctx, e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + e.tokens[0]}},
+		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow()
+	slow.Write(ctx, websocket.MessageText, []byte(`{"type":"sync","id":"s"}`))
+	var sc *Conn
+	testenv.Eventually(t, 5*time.Second, func() error {
+		u := e.gw.hub.user(e.ids[0])
+		if u == nil {
+			return fmt.Errorf("the slow client is not registered")
+		}
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		sc = u.conns[0]
+		return nil
+	})
+	sc.fc.Conn.(*net.TCPConn).SetWriteBuffer(4096)
+
+	nc := testenv.Bus(t).Conn()
+	sub, err := nc.Subscribe("test.slow", e.gw.onEvent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	const events = 200 // fewer than queueSize: a client that reads is not cut by the burst itself
+	pad := strings.Repeat("广播", 250)
+	start := time.Now()
+	for i := range events {
+		buf, _ := json.Marshal(event.Event{Type: "notice", To: e.ids, Data: json.RawMessage(fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))})
+		if err := nc.Publish("test.slow", buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range fast {
+		for i := range events {
+			expectNotice(t, r, i)
+		}
+	}
+	// Waiting for the slow client would have taken writeTimeout (10 s)
+	// or more.
+	if took := time.Since(start); took > writeTimeout/2 {
+		t.Errorf("the clients that read took %v for %d events", took, events)
+	}
+	// Cut when more than 1 MiB waits for its socket from round writes, or
+	// when its writer has waited writeTimeout (10-15 s, the deadline's
+	// grain) for the client.
+	testenv.Eventually(t, writeTimeout+deadlineGrain+5*time.Second, func() error {
+		if v := counterValue(e.gw.metrics.slow); v < 1 {
+			return fmt.Errorf("no slow consumer cut")
+		}
+		if u := e.gw.hub.user(e.ids[0]); u != nil {
+			return fmt.Errorf("the slow consumer is still registered")
+		}
+		return nil
+	})
 }
