@@ -761,6 +761,9 @@ func (c *Conn) tick(now time.Time) {
 		c.linger() // the peer may not be reading: do not wait for its close
 		return
 	}
+	if c.seam != nil && n > c.seamUntil {
+		c.seam = nil // an idle connection does not keep it
+	}
 	switch {
 	case !c.expires.IsZero() && now.After(c.expires):
 		c.closeLocked(CloseTokenExpired, "the access token expired")

@@ -29,3 +29,20 @@ func TestSeamDropsWhatTheFirstSyncGave(t *testing.T) {
 		t.Errorf("after the window: seam %v, %d queued; want none kept and the message queued", c.seam, len(c.queue))
 	}
 }
+
+// TestSeamIsNotKeptByAnIdleConnection: the maintenance sweep drops the
+// seam of a connection that receives nothing once its window is over.
+func TestSeamIsNotKeptByAnIdleConnection(t *testing.T) {
+	g := &Gateway{heartbeat: time.Hour, silence: time.Hour}
+	c := &Conn{g: g, seam: map[int64]int64{5: 7}, seamUntil: time.Now().Add(time.Second).UnixNano()}
+	c.lastRead.Store(time.Now().UnixNano())
+	c.lastPing.Store(time.Now().UnixNano())
+	c.tick(time.Now())
+	if c.seam == nil {
+		t.Fatal("the sweep dropped the seam within its window")
+	}
+	c.tick(time.Now().Add(2 * time.Second))
+	if c.seam != nil {
+		t.Fatal("the sweep kept the seam after its window")
+	}
+}
