@@ -52,10 +52,10 @@ type Conn struct {
 	holding  bool        // before the first sync reply: live events wait in held
 	held     []*outFrame // at most maxHeld
 	heldLost bool        // held overflowed: the sync reply says more
-	// After the first sync reply, for seamWindow: the last sequence it
-	// gave per conversation. A message committed before the sync read the
-	// database may still be on its way through the bus; it is dropped when
-	// it comes, as a held one is (ops.go, sync).
+	// From the first sync reply until seamUntil (seamWindow; the sweep
+	// drops it then): the last sequence the reply gave per conversation.
+	// Held messages at or below it are dropped when the reply goes out,
+	// and so are those still on their way through the bus (deliver).
 	seam        map[int64]int64
 	seamUntil   int64     // unix nanoseconds
 	expires     time.Time // access token expiry
@@ -104,12 +104,8 @@ func (c *Conn) deliver(f *outFrame) (start bool) {
 	if c.closing {
 		return false
 	}
-	if c.seam != nil {
-		if time.Now().UnixNano() > c.seamUntil {
-			c.seam = nil
-		} else if f.seq > 0 && f.seq <= c.seam[f.conv] {
-			return false // in the first sync reply already
-		}
+	if c.synced(f) {
+		return false // in the first sync reply already
 	}
 	if c.holding {
 		if len(c.held) < maxHeld {
@@ -120,6 +116,11 @@ func (c *Conn) deliver(f *outFrame) (start bool) {
 		return false
 	}
 	return c.queueLocked(f)
+}
+
+// synced reports whether f is a message the first sync reply gave (seam).
+func (c *Conn) synced(f *outFrame) bool {
+	return f.seq > 0 && f.seq <= c.seam[f.conv]
 }
 
 // send queues a frame for this connection only.

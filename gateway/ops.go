@@ -162,16 +162,15 @@ func (c *Conn) sync(f Frame) {
 	c.enqueueLocked(encodeReply(reply{Type: "reply", ID: f.ID, Data: res}))
 	if c.holding {
 		c.holding = false
-		for _, h := range c.held {
-			if h.seq > 0 && h.seq <= res.Upto[h.conv] {
-				continue
-			}
-			c.enqueueLocked(h)
-		}
-		c.held = nil
 		if len(res.Upto) > 0 {
 			c.seam, c.seamUntil = res.Upto, time.Now().Add(seamWindow).UnixNano()
 		}
+		for _, h := range c.held {
+			if !c.synced(h) {
+				c.enqueueLocked(h)
+			}
+		}
+		c.held = nil
 	}
 }
 
