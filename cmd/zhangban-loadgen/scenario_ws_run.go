@@ -292,8 +292,19 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	// The groups this shard sends into: those whose owner it holds.
+	var mine []int
+	for g := range groups {
+		if o := g * size; o >= r.lo && o < r.hi {
+			mine = append(mine, g)
+		}
+	}
+	convOf := func(n int64) (int64, string) {
+		g := mine[int(n)%len(mine)]
+		return convs[g], r.st.Accounts[g*size].Token
+	}
 	if sendOnly {
-		return r.sendOnly(ctx, convs, size, rate, inflight, stdout)
+		return r.sendOnly(ctx, convOf, rate, inflight, stdout)
 	}
 	fl, s := r.start(ctx, "ws-broadcast")
 	defer fl.close()
@@ -310,18 +321,7 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	sleepCtx(ctx, r.f.settle)
 
-	// The groups this shard sends into: those whose owner it holds.
-	var mine []int
-	for g := range groups {
-		if o := g * size; o >= r.lo && o < r.hi {
-			mine = append(mine, g)
-		}
-	}
 	var log seqLog
-	convOf := func(n int64) (int64, string) {
-		g := mine[int(n)%len(mine)]
-		return convs[g], r.st.Accounts[g*size].Token
-	}
 	var sd *sender
 	if sendProc {
 		sd = &sender{rate: rate, inflight: inflight}

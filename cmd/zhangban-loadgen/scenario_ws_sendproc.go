@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,21 +29,16 @@ import (
 //	reply <ns>
 //	done <failed> <behind> <window ns>
 
-// sendOnly sends into every group at rate for --duration and prints what
+// sendOnly sends at rate for --duration, as convOf says, and prints what
 // was stored.
-func (r *wsRun) sendOnly(ctx context.Context, convs []int64, size int, rate float64, inflight int, stdout io.Writer) error {
+func (r *wsRun) sendOnly(ctx context.Context, convOf func(n int64) (int64, string), rate float64, inflight int, stdout io.Writer) error {
 	var mu sync.Mutex
-	w := bufio.NewWriter(stdout)
 	line := func(format string, a ...any) {
 		mu.Lock()
-		fmt.Fprintf(w, format, a...)
-		w.Flush()
+		fmt.Fprintf(stdout, format, a...)
 		mu.Unlock()
 	}
-	sd, closeAPI, err := r.groupSender(rate, inflight, func(n int64) (int64, string) {
-		g := int(n) % len(convs)
-		return convs[g], r.st.Accounts[g*size].Token
-	}, func(conv, seq int64) { line("stored %d %d\n", conv, seq) })
+	sd, closeAPI, err := r.groupSender(rate, inflight, convOf, func(conv, seq int64) { line("stored %d %d\n", conv, seq) })
 	if err != nil {
 		return err
 	}
@@ -56,13 +52,14 @@ func (r *wsRun) sendOnly(ctx context.Context, convs []int64, size int, rate floa
 }
 
 // sendFromProcess runs the sending process and collects what it stored
-// into log and sd (sent, failed, behind), as sd.run would.
+// into log and sd (sent, failed, behind, reply times), as sd.run would.
 func sendFromProcess(ctx context.Context, args []string, run string, sd *sender, log *seqLog, stderr io.Writer) (time.Duration, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.CommandContext(ctx, exe, append(append([]string{"ws-broadcast"}, slices.Clone(args)...), "--send-process=false", "--send-only", "--run="+run, "--debug-addr=", "--json=false")...)
+	cmd := exec.CommandContext(ctx, exe, append(append([]string{"ws-broadcast"}, slices.Clone(args)...),
+		"--send-process=false", "--send-only", "--run="+run, "--debug-addr=", "--json=false")...)
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -71,6 +68,16 @@ func sendFromProcess(ctx context.Context, args []string, run string, sd *sender,
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("starting the sending process: %w", err)
 	}
+	window, rerr := readSendLines(out, sd, log)
+	if err := cmd.Wait(); err != nil {
+		return 0, fmt.Errorf("the sending process: %w", err)
+	}
+	return window, rerr
+}
+
+// readSendLines reads the sending process's lines into sd and log and
+// returns the send window from its summary.
+func readSendLines(out io.Reader, sd *sender, log *seqLog) (time.Duration, error) {
 	var window time.Duration
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
@@ -86,11 +93,11 @@ func sendFromProcess(ctx context.Context, args []string, run string, sd *sender,
 			window = time.Duration(ns)
 		}
 	}
-	if err := cmd.Wait(); err != nil {
-		return 0, fmt.Errorf("the sending process: %w", err)
+	if err := sc.Err(); err != nil {
+		return 0, err
 	}
 	if window == 0 {
-		return 0, fmt.Errorf("the sending process ended without its summary")
+		return 0, errors.New("the sending process ended without its summary")
 	}
 	return window, nil
 }

@@ -153,3 +153,24 @@ func TestCPUPerDelivery(t *testing.T) {
 		t.Error("selfCPU gives no CPU time")
 	}
 }
+
+// TestSendProcessLines: what the sending process prints is read into the
+// sender's counts, the stored sequences and the window; without the
+// summary line it is an error.
+func TestSendProcessLines(t *testing.T) {
+	var sd sender
+	var log seqLog
+	window, err := readSendLines(strings.NewReader("stored 5 1\nstored 6 1\nstored 5 2\nreply 3000000\nreply 4000000\ndone 1 2 20000000000\n"), &sd, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if window != 20*time.Second || sd.sent.Load() != 3 || sd.failed.Load() != 1 || sd.behind.Load() != 2 || len(sd.replyLats) != 2 {
+		t.Errorf("window %v, sent %d, failed %d, behind %d, %d reply times", window, sd.sent.Load(), sd.failed.Load(), sd.behind.Load(), len(sd.replyLats))
+	}
+	if !slices.Equal(log.seqs[5], []int64{1, 2}) || !slices.Equal(log.seqs[6], []int64{1}) {
+		t.Errorf("stored %v", log.seqs)
+	}
+	if _, err := readSendLines(strings.NewReader("stored 5 1\n"), &sd, &log); err == nil {
+		t.Error("no error for output without its summary")
+	}
+}
