@@ -288,3 +288,37 @@ func TestBroadcastSlowConsumerIsCutAndOthersAreNot(t *testing.T) {
 		return nil
 	})
 }
+
+// TestNodeWithoutConnectionsSkipsEvents: a node nobody is connected to
+// does not decode the events every node receives; once someone connects,
+// events reach them again, and when they leave, the node skips again.
+func TestNodeWithoutConnectionsSkipsEvents(t *testing.T) {
+	e := newEnv(t, 1)
+	g := e.gw
+	msg := func(n int) *nats.Msg {
+		ev := notice(e.ids[0], n)
+		return &nats.Msg{Data: ev.AppendJSON(nil)}
+	}
+	g.onEvent(msg(1))
+	if n := counterValue(g.metrics.events); n != 0 {
+		t.Fatalf("%v events routed with nobody connected", n)
+	}
+	r := e.online(0)
+	g.onEvent(msg(2))
+	expectNotice(t, r, 2)
+	if n := counterValue(g.metrics.events); n != 1 {
+		t.Fatalf("%v events routed with one connection, want 1", n)
+	}
+	r.c.CloseNow()
+	deadline := time.Now().Add(5 * time.Second)
+	for g.hub.accounts.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the account is still counted after its connection closed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	g.onEvent(msg(3))
+	if n := counterValue(g.metrics.events); n != 1 {
+		t.Fatalf("%v events routed, want 1: the node decoded with nobody connected", n)
+	}
+}

@@ -130,6 +130,11 @@ func (c *Conn) send(v any) {
 		c.g.log.Error("encoding a frame", "err", err)
 		return
 	}
+	c.queue1(data)
+}
+
+// queue1 queues an encoded frame for this connection only.
+func (c *Conn) queue1(data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.enqueueLocked(&outFrame{data: data})
@@ -138,7 +143,7 @@ func (c *Conn) send(v any) {
 // enqueueLocked queues a frame and makes sure a writer runs.
 func (c *Conn) enqueueLocked(f *outFrame) {
 	if c.queueLocked(f) {
-		go c.writeLoop()
+		c.g.startWriter(c)
 	}
 }
 
@@ -165,6 +170,17 @@ func (c *Conn) queueLocked(f *outFrame) (start bool) {
 // writeLoop writes what is queued, coalescing frames into one message,
 // and exits when the queue is empty.
 func (c *Conn) writeLoop() { c.writeQueued(false) }
+
+// tryWrite writes what is queued without waiting for the client (the
+// round and unicast writers). It reports whether it is done; if not, the
+// socket held back a write and the caller must hand the writing, and the
+// writer role it keeps, to a goroutine that may wait.
+func (c *Conn) tryWrite() (done bool) {
+	c.fc.setTry(true)
+	done = c.writeQueued(true)
+	c.fc.setTry(false)
+	return done
+}
 
 // writeQueued writes until the queue is empty (and gives up the writer
 // role) or a write failed. With untilStall it also stops, keeping the
@@ -274,7 +290,7 @@ func (c *Conn) closeLocked(code int, detail string) {
 	c.queue = append(c.queue, &outFrame{closeMsg: msg})
 	if !c.writing {
 		c.writing = true
-		go c.writeLoop()
+		c.g.startWriter(c)
 	}
 }
 
@@ -411,11 +427,15 @@ func (c *Conn) readMessage() error {
 		c.drainAfterClose()
 		return errors.New("binary frame")
 	}
-	buf, err := io.ReadAll(io.LimitReader(r, maxFrameBytes+1))
-	if err != nil {
+	// The frame is read into a pooled buffer: nothing keeps its bytes once
+	// it has been handled (decoding copies what it keeps).
+	buf := messageBufs.Get().(*bytes.Buffer)
+	defer messageBufs.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(io.LimitReader(r, maxFrameBytes+1)); err != nil {
 		return err
 	}
-	if len(buf) > maxFrameBytes {
+	if buf.Len() > maxFrameBytes {
 		c.close(CloseFrameTooLarge, "a frame over 64 KiB")
 		c.drainAfterClose()
 		return errors.New("frame too large")
@@ -423,13 +443,16 @@ func (c *Conn) readMessage() error {
 	// The channel is borrowed for the hand-over only: an idle connection
 	// keeps none.
 	c.handled = handledChans.Get().(chan struct{})
-	c.frame = buf
+	c.frame = buf.Bytes()
 	c.g.jobs <- c
 	<-c.handled
 	handledChans.Put(c.handled)
 	c.handled = nil
 	return nil
 }
+
+// messageBufs are the buffers client frames are read into.
+var messageBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // reqContext is the context of one request on c: it ends after d, or
 // when the connection does. done must be called once, when the request

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	"github.com/zhangban/zhangban/messaging"
@@ -39,6 +40,41 @@ func FuzzDecodeFrame(f *testing.F) {
 				if _, err := json.Marshal(v); err != nil {
 					t.Fatalf("decoded data does not encode again: %v", err)
 				}
+			}
+		}
+	})
+}
+
+// FuzzStrictUnmarshal checks strictUnmarshal against decodeStrict, the
+// json.Decoder it stands for, on every type frames are decoded into: the
+// same verdict and the same value.
+func FuzzStrictUnmarshal(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"1","type":"send","data":{"conv":12,"client_id":"x","text":"hi"}}`,
+		`{"conv":12,"client_id":"x","text":"你好","mentions":[5],"payload":{"a":{"b":[1,"}"]}}}`,
+		`{"convs":{"12":40,"x":1},"cursor":"c","limit":100}`, `{"conv":1,"before":null,"after":3}`,
+		`{"accounts":[1,2],"watch":true}`, `{"Type":"x"}`, `{"t\u0079pe":"x"}`, `{"type":"a","type":"b"}`,
+		`{"type":"x"} {}`, `{"type":"x","bogus":1}`, ` null `, `[]`, `{"conv":1.5}`, `{"text":"\ud800"}`,
+		`{"id":"\"}","type":"x"}`, `{"data":{"x":"\\"},"type":"y"}`, `{"ID":"1","type":"ping"}`, `{}`, `{"type":"ping",}`,
+	} {
+		f.Add([]byte(s))
+	}
+	targets := []func() any{
+		func() any { return new(Frame) }, func() any { return new(messaging.SendRequest) },
+		func() any { return new(syncData) }, func() any { return new(historyData) },
+		func() any { return new(presenceData) }, func() any { return new(convSeq) },
+		func() any { return new(authData) }, func() any { return new(directData) },
+		func() any { return new(struct{}) },
+	}
+	f.Fuzz(func(t *testing.T, buf []byte) {
+		for _, mk := range targets {
+			got, want := mk(), mk()
+			gotErr, wantErr := strictUnmarshal(buf, got), decodeStrict(buf, want)
+			if (gotErr == nil) != (wantErr == nil) || (gotErr != nil && gotErr.Error() != wantErr.Error()) {
+				t.Fatalf("%T from %q: error %v, the Decoder's %v", got, buf, gotErr, wantErr)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%T from %q: %+v, the Decoder's %+v", got, buf, got, want)
 			}
 		}
 	})

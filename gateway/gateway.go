@@ -111,6 +111,7 @@ type Gateway struct {
 	subs        []*nats.Subscription
 	jobs        chan *Conn    // frames to handle, run by the workers
 	rounds      chan *Conn    // connections a broadcast round writes, taken by the round writers
+	unicast     chan *Conn    // connections whose writer was started otherwise, taken by the unicast writers
 	quit        chan struct{} // closed once every connection has ended: the round writers stop
 	admit       chan struct{} // a slot per connection being set up (auth, load)
 	admitQueue  int64         // upgrades that may wait for a slot
@@ -206,6 +207,7 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 	}
 	g.jobs = make(chan *Conn)
 	g.rounds = make(chan *Conn, roundQueue)
+	g.unicast = make(chan *Conn, unicastQueue)
 	g.quit = make(chan struct{})
 	if d.MaxSettingUp <= 0 {
 		d.MaxSettingUp = maxSettingUp
@@ -223,6 +225,7 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 	}
 	for range max(4, 2*runtime.GOMAXPROCS(0)) {
 		go g.roundWriter()
+		go g.unicastWriter()
 	}
 	go g.maintain()
 	return g, nil
@@ -265,13 +268,19 @@ type eventBatch struct {
 }
 
 func (g *Gateway) onEvent(m *nats.Msg) {
-	e, err := event.Decode(m.Data)
-	if err != nil {
-		g.log.Warn("dropping a malformed event", "err", err)
-	} else {
-		n := g.routeBatched(&e)
-		g.metrics.events.Inc()
-		g.metrics.deliveries.Add(float64(n))
+	// A node without connections has no one to route to, and no one whose
+	// conversations a membership change updates: who connects later loads
+	// them, and syncs, after it was counted. It does not decode what every
+	// node receives (an API-only node, or one drained).
+	if g.hub.accounts.Load() > 0 {
+		e, err := event.Decode(m.Data)
+		if err != nil {
+			g.log.Warn("dropping a malformed event", "err", err)
+		} else {
+			n := g.routeBatched(&e)
+			g.metrics.events.Inc()
+			g.metrics.deliveries.Add(float64(n))
+		}
 	}
 	// Pending counts the message being handled until the handler returns.
 	waiting, _, err := m.Sub.Pending()
@@ -342,7 +351,7 @@ func (g *Gateway) flushBatch() {
 	for _, c := range conns {
 		switch {
 		case !shared:
-			go c.writeLoop()
+			g.startWriter(c)
 		case c.fc.raw == nil: // its writes may wait for the client
 			go g.writeBatched(c)
 		default:
@@ -381,14 +390,45 @@ func (g *Gateway) roundWriter() {
 // Once its socket holds back a write, the rest of the writing goes to a
 // goroutine of the connection's own, where it may wait.
 func (g *Gateway) writeRound(c *Conn) {
-	c.fc.setTry(true)
-	done := c.writeQueued(true)
-	c.fc.setTry(false)
-	if !done {
+	if !c.tryWrite() {
 		go g.writeBatched(c)
 		return
 	}
 	g.writerDone()
+}
+
+// Every other writer (replies, direct messages, presence, closes) is run
+// by one of a few long-lived unicast writers, which like the round writers
+// never wait for a client, rather than by a goroutine started for it: a new
+// goroutine's stack grew on each write (gorilla's writer, the socket),
+// which took 7% of a node's CPU at 10,000 direct messages/s
+// (docs/benchmarks.md, session 13). Direct messages have writers of their
+// own so that they never queue behind a broadcast round.
+const unicastQueue = 1 << 14
+
+// startWriter runs the writer of c, which the caller claimed (writing).
+func (g *Gateway) startWriter(c *Conn) {
+	if c.fc.raw != nil { // its writes can be tried without waiting
+		select {
+		case g.unicast <- c:
+			return
+		default:
+		}
+	}
+	go c.writeLoop()
+}
+
+func (g *Gateway) unicastWriter() {
+	for {
+		select {
+		case c := <-g.unicast:
+			if !c.tryWrite() {
+				go c.writeLoop()
+			}
+		case <-g.quit:
+			return
+		}
+	}
 }
 
 // writeBatched is the writer of a connection started by a broadcast

@@ -1,8 +1,8 @@
 package gateway
 
 import (
-	"encoding/json"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gorilla/websocket"
 
@@ -71,9 +71,10 @@ type watchShard struct {
 
 // hub is the sharded registry of this node's connections.
 type hub struct {
-	users   [hubShards]userShard
-	convs   [hubShards]convShard
-	watches [hubShards]watchShard
+	accounts atomic.Int64 // accounts with a connection here
+	users    [hubShards]userShard
+	convs    [hubShards]convShard
+	watches  [hubShards]watchShard
 }
 
 func newHub() *hub {
@@ -99,6 +100,7 @@ func (h *hub) attach(c *Conn) (u *user, first bool) {
 	if u == nil {
 		u = &user{id: c.account, loading: true, loaded: make(chan struct{})}
 		sh.m[c.account] = u
+		h.accounts.Add(1)
 		first = true
 	}
 	u.mu.Lock()
@@ -149,6 +151,7 @@ func (h *hub) detach(c *Conn) (last bool) {
 		return false
 	}
 	delete(sh.m, c.account)
+	h.accounts.Add(-1)
 	u.gone = true
 	for id := range u.convs {
 		h.convRemove(id, u)
@@ -248,8 +251,7 @@ func (h *hub) route(e *event.Event, start func(*Conn)) int {
 	if len(targets) == 0 {
 		return 0
 	}
-	data, _ := json.Marshal(serverEvent{Type: e.Type, Data: e.Data})
-	f := &outFrame{data: data}
+	f := &outFrame{data: eventFrame(e.Type, e.Data)}
 	if e.Type == event.TypeMessage {
 		f.conv, f.seq = e.Conv, e.Seq
 	}
@@ -259,7 +261,11 @@ func (h *hub) route(e *event.Event, start func(*Conn)) int {
 		conns = append(conns, u.conns...)
 		u.mu.Unlock()
 	}
-	f.shared = len(conns) > 1
+	// Preparing a frame (gorilla's PreparedMessage: the frame built once,
+	// written as it is) pays from three recipients on; for two (a direct
+	// message to its sender's device and its peer's), copying it into each
+	// write costs less than building and collecting it.
+	f.shared = len(conns) > 2
 	for _, c := range conns {
 		if c.deliver(f) {
 			start(c)

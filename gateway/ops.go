@@ -190,7 +190,8 @@ func encodeReply(r reply) *outFrame {
 }
 
 // pipelineSend queues a send in order and answers when it commits, so a
-// client may have several sends in flight.
+// client may have several sends in flight. The answer is written from the
+// committer's call-back: no goroutine waits for each send.
 func (c *Conn) pipelineSend(f Frame) {
 	var r messaging.SendRequest
 	if rerr := decodeData(f, &r); rerr != nil {
@@ -203,38 +204,46 @@ func (c *Conn) pipelineSend(f Frame) {
 	}
 	start := time.Now()
 	ctx, done := c.reqContext(15 * time.Second)
-	p, err := c.g.msg.Enqueue(ctx, c.actor(), r)
-	if err != nil {
+	answer := func(sent messaging.Sent, err error) {
 		done()
-		c.send(reply{Type: "reply", ID: f.ID, Error: c.g.replyError(err)})
-		return
-	}
-	finish := func() {
-		defer done()
-		sent, err := p.Wait()
-		if err != nil {
+		switch {
+		case err != nil:
 			c.send(reply{Type: "reply", ID: f.ID, Error: c.g.replyError(err)})
-			return
+		case f.ID != "":
+			c.queue1(sentReply(f.ID, sent))
 		}
-		c.g.metrics.sends.Inc()
-		c.g.metrics.sendSeconds.Observe(time.Since(start).Seconds())
-		if f.ID != "" {
-			c.send(reply{Type: "reply", ID: f.ID, Data: sent})
+		if err == nil {
+			c.g.metrics.sends.Inc()
+			c.g.metrics.sendSeconds.Observe(time.Since(start).Seconds())
 		}
 	}
 	if c.pipeline.Load() >= maxInflight {
-		finish() // back-pressure: stop reading until this one is done
+		// Back-pressure: stop reading until this one is done.
+		p, err := c.g.msg.Enqueue(ctx, c.actor(), r)
+		if err != nil {
+			done()
+			c.send(reply{Type: "reply", ID: f.ID, Error: c.g.replyError(err)})
+			return
+		}
+		answer(p.Wait())
 		return
 	}
 	c.pipeline.Add(1)
 	c.inflight.Add(1)
 	c.g.sends.Add(1)
-	go func() {
-		defer c.g.sends.Done()
-		defer c.inflight.Done()
-		defer c.pipeline.Add(-1)
-		finish()
-	}()
+	over := func() {
+		c.pipeline.Add(-1)
+		c.inflight.Done()
+		c.g.sends.Done()
+	}
+	err := c.g.msg.EnqueueFunc(ctx, c.actor(), r, func(sent messaging.Sent, err error) {
+		answer(sent, err)
+		over()
+	})
+	if err != nil {
+		answer(messaging.Sent{}, err)
+		over()
+	}
 }
 
 func (c *Conn) history(f Frame) (any, *ReplyError) {

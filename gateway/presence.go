@@ -230,7 +230,7 @@ func (p *presence) onEvent(m *nats.Msg) {
 		f := &outFrame{data: data, shared: len(ws) > 1}
 		for _, c := range ws {
 			if c.deliver(f) {
-				go c.writeLoop()
+				p.g.startWriter(c)
 			}
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/zhangban/zhangban/internal/auth"
 	"github.com/zhangban/zhangban/internal/authz"
@@ -536,6 +537,78 @@ func TestChangesPagesAndMembership(t *testing.T) {
 	f.send(t, 0, groups[0], "after")
 	if cs, _, _, _ := f.svc.Changes(ctx, f.actor(1), cur2, 10); len(cs) != 0 {
 		t.Errorf("a former member hears of later messages: %+v", cs)
+	}
+}
+
+// TestEnqueueFuncCallsBackOnce checks the call-back form of a send: one
+// call with what Wait would give, after the message's event went out, and
+// none when EnqueueFunc itself refuses the send.
+func TestEnqueueFuncCallsBackOnce(t *testing.T) {
+	f := newFixture(t, 2)
+	ctx := context.Background()
+	d, _ := f.svc.Direct(ctx, f.actor(0), f.ids[1])
+	type outcome struct {
+		sent   Sent
+		err    error
+		events int // message events published when it was called
+	}
+	enqueue := func(ctx context.Context, r SendRequest) (chan outcome, error) {
+		ch := make(chan outcome, 2)
+		err := f.svc.EnqueueFunc(ctx, f.actor(0), r, func(s Sent, err error) {
+			ch <- outcome{s, err, len(f.rec.ofType(event.TypeMessage))}
+		})
+		return ch, err
+	}
+	once := func(ch chan outcome) outcome {
+		t.Helper()
+		o := <-ch
+		select {
+		case again := <-ch:
+			t.Fatalf("called back twice: %+v, then %+v", o, again)
+		case <-time.After(50 * time.Millisecond):
+		}
+		return o
+	}
+	ch, err := enqueue(ctx, SendRequest{Conv: d.ID, ClientID: "f1", Text: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := once(ch); o.err != nil || o.sent.Seq != 1 || o.sent.Duplicate || o.events != 1 {
+		t.Errorf("send: %+v (want seq 1, its event published before the call)", o)
+	}
+	ch, _ = enqueue(ctx, SendRequest{Conv: d.ID, ClientID: "f1", Text: "hi"})
+	if o := once(ch); o.err != nil || o.sent.Seq != 1 || !o.sent.Duplicate {
+		t.Errorf("retry: %+v", o)
+	}
+	ch, _ = enqueue(ctx, SendRequest{Conv: d.ID, ClientID: "f1", Text: "changed"})
+	if o := once(ch); !errors.Is(o.err, ErrConflict) {
+		t.Errorf("reused client id: %+v", o)
+	}
+	ch, err = enqueue(ctx, SendRequest{Conv: d.ID, ClientID: "f2", Text: " "})
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("empty text: %v", err)
+	}
+	select {
+	case o := <-ch:
+		t.Errorf("a refused send was called back: %+v", o)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// A send whose context ended before it was queued or committed: an
+	// error from one or the other, never both, and nothing stored.
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	for i := range 20 {
+		ch, err := enqueue(ended, SendRequest{Conv: d.ID, ClientID: fmt.Sprintf("c%d", i), Text: "late"})
+		if err == nil {
+			if o := once(ch); !errors.Is(o.err, context.Canceled) {
+				t.Errorf("ended context, queued: %+v", o)
+			}
+		} else if !errors.Is(err, context.Canceled) {
+			t.Errorf("ended context: %v", err)
+		}
+	}
+	if ms, _, _ := f.svc.History(ctx, f.actor(0), d.ID, 0, 0, 50); len(ms) != 1 {
+		t.Errorf("%d messages stored, want 1", len(ms))
 	}
 }
 

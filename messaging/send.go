@@ -161,10 +161,20 @@ type pending struct {
 	sender int64
 	req    SendRequest
 	digest []byte
-	done   chan struct{} // closed when res/err are set
+	done   chan struct{} // closed when res/err are set; nil when then is set
+	then   func(Sent, error)
 	res    Sent
 	msg    *Message // the new message, nil for duplicates
 	err    error
+}
+
+// finish hands the outcome to whoever waits for it.
+func (p *pending) finish() {
+	if p.then != nil {
+		p.then(p.res, p.err)
+		return
+	}
+	close(p.done)
 }
 
 // Send persists a message and publishes it to the conversation's members.
@@ -187,21 +197,38 @@ type Pending struct{ p *pending }
 // Once queued, the send is committed unless ctx ends before its committer
 // takes it (then nothing is written and Wait returns ctx's error).
 func (s *Service) Enqueue(ctx context.Context, a authz.Actor, r SendRequest) (Pending, error) {
-	if err := r.validate(); err != nil {
+	p := &pending{done: make(chan struct{})}
+	if err := s.enqueue(ctx, a, r, p); err != nil {
 		return Pending{}, err
 	}
-	p := &pending{ctx: ctx, sender: a.AccountID, req: r, digest: r.digest(), done: make(chan struct{})}
+	return Pending{p}, nil
+}
+
+// EnqueueFunc is Enqueue for a caller that would rather be called back
+// than wait (the gateway, which has thousands of sends in flight): once
+// EnqueueFunc has returned nil, then is called exactly once with the
+// outcome Wait would return. It runs on a committer's goroutine, after the
+// message's event was published, so it must be quick and must not block.
+func (s *Service) EnqueueFunc(ctx context.Context, a authz.Actor, r SendRequest, then func(Sent, error)) error {
+	return s.enqueue(ctx, a, r, &pending{then: then})
+}
+
+func (s *Service) enqueue(ctx context.Context, a authz.Actor, r SendRequest, p *pending) error {
+	if err := r.validate(); err != nil {
+		return err
+	}
+	p.ctx, p.sender, p.req, p.digest = ctx, a.AccountID, r, r.digest()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		return Pending{}, ErrUnavailable
+		return ErrUnavailable
 	}
 	q := s.shards[uint64(r.Conv)%uint64(len(s.shards))]
 	select {
 	case q <- p:
-		return Pending{p}, nil
+		return nil
 	case <-ctx.Done():
-		return Pending{}, ctx.Err()
+		return ctx.Err()
 	}
 }
 
@@ -246,7 +273,7 @@ func (s *Service) commitBatch(batch []*pending) {
 			continue
 		}
 		p.err = p.ctx.Err() // gave up before anything was written
-		close(p.done)
+		p.finish()
 	}
 	if len(live) == 0 {
 		return
@@ -261,6 +288,9 @@ func (s *Service) commitBatch(batch []*pending) {
 		}
 		return
 	}
+	// Every event goes out before any sender hears back, so that a
+	// sender's other devices, and the sending one's echo, are on their way
+	// when its reply is.
 	for _, p := range live {
 		if err != nil {
 			p.err, p.msg = s.storeError(err), nil
@@ -269,7 +299,9 @@ func (s *Service) commitBatch(batch []*pending) {
 			m := p.msg
 			s.publish(p.ctx, event.Event{Type: event.TypeMessage, Conv: m.Conv, Seq: m.Seq, Data: mustJSON(m)})
 		}
-		close(p.done)
+	}
+	for _, p := range live {
+		p.finish()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/nats-io/nats.go"
 )
@@ -44,15 +45,84 @@ type Event struct {
 
 // Validate reports whether an event received from the bus can be routed.
 func (e *Event) Validate() error {
+	if err := e.validate(); err != nil {
+		return err
+	}
+	if !json.Valid(e.Data) {
+		return errors.New("event data is not JSON")
+	}
+	return nil
+}
+
+// validate is Validate without checking that Data is JSON, which
+// json.Unmarshal has done when it filled Data.
+func (e *Event) validate() error {
 	switch {
 	case e.Type == "":
 		return errors.New("event without a type")
 	case e.Conv == 0 && len(e.To) == 0:
 		return errors.New("event without recipients")
-	case len(e.Data) == 0 || !json.Valid(e.Data):
+	case len(e.Data) == 0:
 		return errors.New("event data is not JSON")
 	}
 	return nil
+}
+
+// AppendJSON appends e as json.Marshal encodes it, without validating
+// Data again, which its publisher encoded: a node publishes an event for
+// every message, and re-validating what it had just encoded was a
+// noticeable part of a busy node's CPU (docs/benchmarks.md, session 13).
+// A receiver checks it (Decode).
+func (e *Event) AppendJSON(b []byte) []byte {
+	b = append(b, `{"type":`...)
+	b = AppendJSONString(b, e.Type)
+	if e.Conv != 0 {
+		b = append(b, `,"conv":`...)
+		b = strconv.AppendInt(b, e.Conv, 10)
+	}
+	if e.Seq != 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendInt(b, e.Seq, 10)
+	}
+	b = appendIDs(b, `,"to":`, e.To)
+	b = appendIDs(b, `,"join":`, e.Join)
+	b = appendIDs(b, `,"leave":`, e.Leave)
+	b = append(b, `,"data":`...)
+	if len(e.Data) == 0 {
+		b = append(b, `null`...)
+	}
+	b = append(b, e.Data...)
+	return append(b, '}')
+}
+
+func appendIDs(b []byte, key string, ids []int64) []byte {
+	if len(ids) == 0 {
+		return b
+	}
+	b = append(b, key...)
+	for i, id := range ids {
+		if i == 0 {
+			b = append(b, '[')
+		} else {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return append(b, ']')
+}
+
+// AppendJSONString appends s as encoding/json writes it: plain printable
+// ASCII as it is, anything else through json.Marshal.
+func AppendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // Publisher sends events after their transaction committed. Publishing is
@@ -73,11 +143,7 @@ func NewBus(nc *nats.Conn, log *slog.Logger) *Bus { return &Bus{nc: nc, log: log
 
 // Publish encodes e and publishes it on Subject.
 func (b *Bus) Publish(ctx context.Context, e Event) {
-	buf, err := json.Marshal(e)
-	if err == nil {
-		err = b.nc.Publish(Subject, buf)
-	}
-	if err != nil {
+	if err := b.nc.Publish(Subject, e.AppendJSON(make([]byte, 0, 96+len(e.Data)))); err != nil {
 		b.log.WarnContext(ctx, "publishing an event failed; clients will get it when they sync", "type", e.Type, "conv", e.Conv, "err", err)
 	}
 }
@@ -88,7 +154,7 @@ func Decode(buf []byte) (Event, error) {
 	if err := json.Unmarshal(buf, &e); err != nil {
 		return Event{}, fmt.Errorf("decoding an event: %w", err)
 	}
-	return e, e.Validate()
+	return e, e.validate()
 }
 
 // Discard is a Publisher that drops everything (operator tools, tests).
