@@ -218,6 +218,16 @@ case_storm() {
 	results+=("storm: all resynced after (s) median $(median resync_all_s "${out[@]}") (runs: $(values resync_all_s "${out[@]}")); not resynced: $(values not_resynced "${out[@]}"); lost: $(values lost "${out[@]}"); duplicated: $(values duplicated "${out[@]}")")
 }
 
+# shards_at WHAT STEP: waits until every fan-out shard has made its
+# fanout-WHAT-N file, or one has died.
+shards_at() {
+	local made
+	while made=("$dir"/out/fanout-"$1"-*); [ ! -e "${made[0]}" ] || [ "${#made[@]}" -ne "$shards" ]; do
+		for p in "${shp[@]}"; do kill -0 "$p" 2>/dev/null || { echo "a fanout shard died; see $dir/out/fanout-$i-*.err" >&2; return 0; }; done
+		sleep "$2"
+	done
+}
+
 case_fanout() {
 	local groups=$((FANOUT_CONNS / FANOUT_SIZE)) shards=${FANOUT_SHARDS:-$(((FANOUT_CONNS + 18999) / 19000))} out=()
 	seed "$FANOUT_CONNS"
@@ -227,21 +237,24 @@ case_fanout() {
 	for i in $(seq "$RUNS"); do
 		local gw=()
 		for k in 2 3 4 5 6 7; do node "n$k" "127.0.0.1:1808$k"; gw+=("$node_pid"); done
-		rm -f "$dir"/out/fanout-go "$dir"/out/fanout-ready-*
+		rm -f "$dir"/out/fanout-go "$dir"/out/fanout-ready-* "$dir"/out/fanout-done-* "$dir"/out/fanout-end
 		local shp=() files=() run="fan$i$RANDOM"
 		for s in $(seq 0 $((shards - 1))); do
 			GOGC=$FANOUT_LOADGEN_GOGC lg ws-broadcast --targets "$targets" --conns "$FANOUT_CONNS" --groups "$groups" --group-size "$FANOUT_SIZE" \
 				--shard "$s/$shards" --burst 1 --run "$run" --go-file "$dir/out/fanout-go" --ready-file "$dir/out/fanout-ready-$s" \
+				--done-file "$dir/out/fanout-done-$s" --end-file "$dir/out/fanout-end" \
 				--sources 4 --source-base $((11 + 4 * s)) --settle 2s --drain 60s --latency-out "$dir/out/fanout-$i-$s.lat" \
 				--json --label "fanout run $i shard $s" >"$dir/out/fanout-$i-$s.txt" 2>"$dir/out/fanout-$i-$s.err" &
 			shp+=($!); pids+=($!); files+=("$dir/out/fanout-$i-$s.txt")
 		done
-		until [ "$(ls "$dir"/out/fanout-ready-* 2>/dev/null | wc -l)" -eq "$shards" ]; do
-			for p in "${shp[@]}"; do kill -0 "$p" 2>/dev/null || { echo "a fanout shard died; see $dir/out/fanout-$i-*.err" >&2; break 2; }; done
-			sleep 1
-		done
+		shards_at ready 1
 		sleep 3 # every shard's --settle
 		touch "$dir/out/fanout-go"
+		# A shard that has its deliveries keeps its clients connected until
+		# every shard has: closing them is work for the gateways (presence)
+		# that the shards still receiving would wait behind.
+		shards_at done 0.05
+		touch "$dir/out/fanout-end"
 		for p in "${shp[@]}"; do wait "$p" || true; done
 		"$dir/bin/loadgen" ws-merge "${files[@]}" | tee "$dir/out/fanout-$i.txt" || true
 		out+=("$dir/out/fanout-$i.txt")

@@ -257,6 +257,7 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 		groups, size, inflight, burst int
 		rate                          float64
 		goFile, readyFile             string
+		doneFile, endFile             string
 		drain                         time.Duration
 		sendProc, sendOnly            bool
 	)
@@ -268,6 +269,9 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 		fs.IntVar(&burst, "burst", 0, "instead of --rate for --duration: send this many messages into every group at once, then wait for delivery")
 		fs.StringVar(&goFile, "go-file", "", "with --burst: wait until this file exists before sending (to start shards together)")
 		fs.StringVar(&readyFile, "ready-file", "", "create this file once every connection of the shard is synced")
+		fs.StringVar(&doneFile, "done-file", "", "create this file once the shard's deliveries are in (or --drain ran out) and its report is out")
+		fs.StringVar(&endFile, "end-file", "", "after the report, keep the connections open until this file exists (at most --drain), so that a\n"+
+			"shard that is done does not close its clients while the others still receive")
 		fs.DurationVar(&drain, "drain", 30*time.Second, "how long to wait for deliveries after the last send")
 		fs.BoolVar(&sendProc, "send-process", false, "send from a process of its own (this program again, with --send-only), so that the sends do not wait\n"+
 			"behind the clients' work for this process's CPU; not with --burst or --shard")
@@ -380,7 +384,34 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fl.waitDelivered(ctx, want, drain)
 	stop()
-	return r.report(ctx, fl, s, exp, sd, sendStart, stdout)
+	err = r.report(ctx, fl, s, exp, sd, sendStart, stdout)
+	if err == nil {
+		err = holdOpen(ctx, doneFile, endFile, drain)
+	}
+	return err
+}
+
+// holdOpen creates doneFile, then waits until endFile exists, ctx ends or
+// limit passes: the caller's connections stay open meanwhile. Closing
+// 16,667 connections at once is work for the gateways and the database
+// (presence), which shards still receiving would share the CPU with.
+func holdOpen(ctx context.Context, doneFile, endFile string, limit time.Duration) error {
+	if doneFile != "" {
+		if err := os.WriteFile(doneFile, nil, 0o644); err != nil {
+			return err
+		}
+	}
+	if endFile == "" {
+		return nil
+	}
+	deadline := time.Now().Add(limit)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if _, err := os.Stat(endFile); err == nil {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
 }
 
 // start samples the servers before a scenario and makes the fleet its

@@ -174,3 +174,43 @@ func TestSendProcessLines(t *testing.T) {
 		t.Error("no error for output without its summary")
 	}
 }
+
+// holdOpen says it is done, then holds until the end file appears, or
+// until its limit when it never does.
+func TestHoldOpen(t *testing.T) {
+	dir := t.TempDir()
+	done, end := filepath.Join(dir, "done"), filepath.Join(dir, "end")
+	returned := make(chan time.Time, 1)
+	go func() {
+		holdOpen(context.Background(), done, end, time.Minute)
+		returned <- time.Now()
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(done); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no done file")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case <-returned:
+		t.Fatal("returned before the end file existed")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := os.WriteFile(end, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still holding after the end file was made")
+	}
+	start := time.Now()
+	holdOpen(context.Background(), "", filepath.Join(dir, "never"), 50*time.Millisecond)
+	if d := time.Since(start); d < 50*time.Millisecond || d > 5*time.Second {
+		t.Errorf("without an end file it held %v; want its limit, 50ms", d)
+	}
+}
