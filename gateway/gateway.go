@@ -42,11 +42,14 @@ func Migrations() db.Component {
 	return db.Component{Name: "gateway", FS: sub}
 }
 
-// Authenticator checks access tokens and whether sessions have ended
+// Authenticator checks access tokens and tells which sessions have ended
 // (auth.Service).
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (auth.Principal, error)
-	EndedSessions(ctx context.Context, ids []int64) ([]int64, error)
+	// EndedCursor and EndedSince: the sessions revoked and the accounts
+	// disabled since a cursor, and the cursor to ask from next.
+	EndedCursor(ctx context.Context) (uint64, error)
+	EndedSince(ctx context.Context, cursor uint64) (sessions, accounts []int64, next uint64, err error)
 }
 
 // Visibility answers who may see whom (org.Service).
@@ -118,6 +121,7 @@ type Gateway struct {
 	admitWait   time.Duration // how long one may wait
 	waiting     atomic.Int64  // upgrades waiting for a slot
 	open        atomic.Int64  // connections set up or being set up
+	ended       uint64        // where the next check for ended sessions starts (maintain's)
 	stop        chan struct{} // ends the maintenance goroutine
 	done        chan struct{} // closed when it has ended
 	once        sync.Once
@@ -182,6 +186,11 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 		Subprotocols:     []string{Subprotocol},
 		HandshakeTimeout: 10 * time.Second,
 	}
+	ended, err := g.auth.EndedCursor(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading where ended sessions start: %w", err)
+	}
+	g.ended = ended
 	g.presence = newPresence(g)
 	if err := g.presence.register(ctx); err != nil {
 		return nil, err
@@ -833,35 +842,38 @@ func (c *Conn) tick(now time.Time) {
 }
 
 // closeEndedSessions closes, with 4102, the connections whose session was
-// signed out or revoked, or whose account was disabled, since they
-// authenticated: a signed-out phone keeps no socket.
+// signed out or revoked, or whose account was disabled, since the last
+// check: a signed-out phone keeps no socket. It asks the database what
+// ended, which costs as much as there were revocations, not as many
+// connections as the node holds.
 func (g *Gateway) closeEndedSessions() {
-	bySession := map[int64][]*Conn{}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	sessions, accounts, next, err := g.auth.EndedSince(ctx, g.ended)
+	if err != nil {
+		g.log.Warn("checking for ended sessions failed; retrying later", "err", err)
+		return
+	}
+	g.ended = next
+	if len(sessions) == 0 && len(accounts) == 0 {
+		return
+	}
+	ended := make(map[int64]bool, len(sessions))
+	for _, id := range sessions {
+		ended[id] = true
+	}
+	disabled := make(map[int64]bool, len(accounts))
+	for _, id := range accounts {
+		disabled[id] = true
+	}
 	g.hub.each(func(c *Conn) {
 		c.mu.Lock()
 		sid := c.session
 		c.mu.Unlock()
-		bySession[sid] = append(bySession[sid], c)
-	})
-	if len(bySession) == 0 {
-		return
-	}
-	ids := make([]int64, 0, len(bySession))
-	for id := range bySession {
-		ids = append(ids, id)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
-	defer cancel()
-	ended, err := g.auth.EndedSessions(ctx, ids)
-	if err != nil {
-		g.log.Warn("checking sessions failed; retrying later", "err", err)
-		return
-	}
-	for _, id := range ended {
-		for _, c := range bySession[id] {
-			c.close(CloseSessionRevoked, "the session was signed out or revoked")
+		if ended[sid] || disabled[c.account] {
+			c.close(CloseSessionRevoked, "the session was signed out or revoked, or the account disabled")
 		}
-	}
+	})
 }
 
 // Shutdown drains the node: no new connections or sends; sends in flight

@@ -602,6 +602,51 @@ func TestSignedOutSessionLosesItsSocket(t *testing.T) {
 	}
 }
 
+// TestEndedSessionsAreFoundWhenTheyCommit: the check for ended sessions
+// asks what changed since its last run; a revocation whose transaction was
+// still open during a check is found by a later one once it commits, and a
+// disabled account loses its sockets too.
+func TestEndedSessionsAreFoundWhenTheyCommit(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	r0, r1 := e.dial(nil), e.dial(nil)
+	var sid0 int64
+	for i, r := range []*raw{r0, r1} {
+		r.send(map[string]any{"type": "auth", "id": "a", "data": map[string]any{"token": e.tokens[i]}})
+		hello := r.expect("hello")["data"].(map[string]any)
+		if i == 0 {
+			sid0 = int64(hello["session_id"].(float64))
+		}
+	}
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'test' WHERE id = $1`, sid0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `UPDATE accounts SET disabled_at = now() WHERE id = $1`, e.ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	if code := r1.closeCode(); code != CloseSessionRevoked {
+		t.Errorf("disabled account's socket closed with %d", code)
+	}
+	// Several checks run (every 600 ms here) while the revocation is in
+	// flight: none may close the socket, nor step past the revocation.
+	select {
+	case <-r0.done:
+		t.Fatalf("closed (%v) before the revocation committed", r0.closed)
+	case <-time.After(2 * time.Second):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code := r0.closeCode(); code != CloseSessionRevoked {
+		t.Errorf("revoked session's socket closed with %d", code)
+	}
+}
+
 // TestPresenceWritesDoNotDeadlock has two nodes write the same accounts
 // offline at the same moment, handed over in opposite orders, as a
 // reconnect storm that moves users between nodes does: each write must

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -46,6 +47,7 @@ func (v everyone) VisiblePeople(_ context.Context, a authz.Actor, ids []int64) (
 // env is a gateway over a fresh database and bus, with accounts.
 type env struct {
 	t      *testing.T
+	pool   *pgxpool.Pool
 	gw     *Gateway
 	msg    *messaging.Service
 	auth   *auth.Service
@@ -70,7 +72,7 @@ func newEnvWith(t *testing.T, accounts int, ttl, heartbeat time.Duration, opts .
 	pool := testenv.DB(t)
 	b := testenv.Bus(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := &env{t: t, hidden: map[[2]int64]bool{}}
+	e := &env{t: t, pool: pool, hidden: map[[2]int64]bool{}}
 	keys := auth.NewKeyring(bytes.Repeat([]byte("k"), 32))
 	e.auth = auth.New(pool, keys, auth.Settings{AccessTTL: ttl, RefreshTTL: time.Hour, Hash: auth.HashParams{Time: 1, MemoryKiB: 1024}}, log)
 	for i := range accounts {

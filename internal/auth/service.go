@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -302,16 +303,33 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	return Principal{AccountID: accountID, SessionID: sid, Superuser: st.superuser, ExpiresAt: exp}, nil
 }
 
-// EndedSessions returns which of the given sessions have been revoked or
-// belong to a disabled account, so that long-lived connections opened with
-// them can be closed.
-func (s *Service) EndedSessions(ctx context.Context, ids []int64) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT s.id FROM auth_sessions s JOIN accounts a ON a.id = s.account_id
-		WHERE s.id = ANY($1) AND (s.revoked_at IS NOT NULL OR a.disabled_at IS NOT NULL)`, ids)
-	if err != nil {
-		return nil, err
+// EndedCursor is where a node starts asking which sessions ended
+// (EndedSince): every revocation and disabling not yet committed now is
+// after it.
+func (s *Service) EndedCursor(ctx context.Context) (uint64, error) {
+	var c string
+	if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).Scan(&c); err != nil {
+		return 0, err
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[int64])
+	return strconv.ParseUint(c, 10, 64)
+}
+
+// EndedSince returns the sessions revoked and the accounts disabled by
+// transactions from cursor on (migrations/0004), so that long-lived
+// connections opened with them can be closed, and the cursor to ask from
+// next time. What it returns may come again next time; what commits later
+// will.
+func (s *Service) EndedSince(ctx context.Context, cursor uint64) (sessions, accounts []int64, next uint64, err error) {
+	var c string
+	err = s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
+			ARRAY(SELECT id FROM auth_sessions WHERE ended_xid >= $1::text::xid8 ORDER BY id),
+			ARRAY(SELECT id FROM accounts WHERE disabled_xid >= $1::text::xid8 ORDER BY id)`, strconv.FormatUint(cursor, 10)).
+		Scan(&c, &sessions, &accounts)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	next, err = strconv.ParseUint(c, 10, 64)
+	return sessions, accounts, next, err
 }
 
 // Logout ends the caller's session.
