@@ -642,8 +642,10 @@ func TestBulkLoadRestores(t *testing.T) {
 	pool := testenv.DB(t)
 	ctx := context.Background()
 	for _, table := range []string{"org_units", "org_people", "org_positions"} {
-		schema := `SELECT (SELECT string_agg(pg_get_indexdef(indexrelid), E'\n' ORDER BY 1) FROM pg_index WHERE indrelid = $1::regclass)
-			|| (SELECT string_agg(pg_get_constraintdef(oid), E'\n' ORDER BY 1) FROM pg_constraint WHERE conrelid = $1::regclass)`
+		// Sorted by the definitions: a restore recreates what it dropped,
+		// and the catalogs give them back in another order.
+		schema := `SELECT (SELECT string_agg(d, E'\n' ORDER BY d) FROM (SELECT pg_get_indexdef(indexrelid) AS d FROM pg_index WHERE indrelid = $1::regclass) i)
+			|| (SELECT string_agg(d, E'\n' ORDER BY d) FROM (SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conrelid = $1::regclass) c)`
 		var before, during, after string
 		tx, err := pool.Begin(ctx)
 		if err != nil {
