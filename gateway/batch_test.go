@@ -322,3 +322,26 @@ func TestNodeWithoutConnectionsSkipsEvents(t *testing.T) {
 		t.Fatalf("%v events routed, want 1: the node decoded with nobody connected", n)
 	}
 }
+
+// TestBurstBeyondTheQueueReachesReadingClients: a broadcast batch that
+// holds more events than the 256-frame queue (events that came while the
+// batch was open: its writers start when it closes) reaches every client
+// that reads, all of it and in order; none is cut as a slow consumer.
+func TestBurstBeyondTheQueueReachesReadingClients(t *testing.T) {
+	e, rs, all := crowd(t)
+	g := e.gw
+	const events = 3 * queueSize
+	for i := range events {
+		ev := all(i)
+		g.routeBatched(&ev)
+	}
+	g.flushBatch()
+	for _, r := range rs {
+		for i := range events {
+			expectNotice(t, r, i)
+		}
+	}
+	if v := counterValue(g.metrics.slow); v != 0 {
+		t.Errorf("%v clients that read were cut as slow consumers", v)
+	}
+}

@@ -46,7 +46,7 @@ type Conn struct {
 	lastWrite atomic.Int64 // unix nanoseconds of the last frames written
 
 	mu       sync.Mutex  // guards the fields below; a leaf lock
-	queue    []*outFrame // frames waiting for the writer, at most queueSize
+	queue    []*outFrame // frames waiting for the writer: at most maxQueue, queueSize while the socket holds back
 	writing  bool        // a writer goroutine is running, or will when the event batch closes
 	closing  bool        // close requested: nothing more is queued
 	holding  bool        // before the first sync reply: live events wait in held
@@ -154,7 +154,11 @@ func (c *Conn) queueLocked(f *outFrame) (start bool) {
 	if c.closing {
 		return false
 	}
-	if len(c.queue) >= queueSize {
+	// A client that does not read is cut once queueSize frames wait for
+	// it; one whose socket still takes what is written (its writer is
+	// merely behind a burst: the frames of a broadcast batch are queued
+	// before the batch's writers start) may have up to maxQueue.
+	if n := len(c.queue); n >= maxQueue || (n >= queueSize && c.fc.stalled.Load()) {
 		c.g.metrics.slow.Inc()
 		c.closeLocked(CloseSlowConsumer, "the outbound queue overflowed; reconnect and sync")
 		return false

@@ -16,7 +16,8 @@ const Subprotocol = "zhangban.v1"
 const (
 	maxFrameBytes   = 64 << 10
 	maxIDBytes      = 64
-	queueSize       = 256
+	queueSize       = 256  // frames queued for a client whose socket is not taking them
+	maxQueue        = 4096 // frames queued for any client
 	writeTimeout    = 10 * time.Second
 	pingInterval    = 25 * time.Second
 	silenceLimit    = 60 * time.Second
