@@ -115,7 +115,7 @@ type Gateway struct {
 	jobs        chan *Conn    // frames to handle, run by the workers
 	rounds      chan *Conn    // connections a broadcast round writes, taken by the round writers
 	unicast     chan *Conn    // connections whose writer was started otherwise, taken by the unicast writers
-	quit        chan struct{} // closed once every connection has ended: the round writers stop
+	quit        chan struct{} // closed once every connection has ended: the round and unicast writers stop
 	admit       chan struct{} // a slot per connection being set up (auth, load)
 	admitQueue  int64         // upgrades that may wait for a slot
 	admitWait   time.Duration // how long one may wait
