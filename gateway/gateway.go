@@ -768,15 +768,13 @@ func mustJSON(v any) json.RawMessage {
 const sweepsPerTick = 5
 
 // maintain pings, enforces the heartbeat and token expiry (every sweep),
-// and closes ended sessions (every 6 ticks). The node's own heartbeat has
+// and closes ended sessions (every tick). The node's own heartbeat has
 // a goroutine of its own (presence.beatLoop), so a slow sweep cannot make
 // the other nodes take this one for dead.
 func (g *Gateway) maintain() {
 	defer close(g.done)
 	t := time.NewTicker(g.tick / sweepsPerTick)
 	defer t.Stop()
-	sessionCheck := 6 * g.tick // 30 s at the default tick
-	var lastSessionCheck time.Time
 	for sweep := 1; ; sweep++ {
 		select {
 		case <-g.stop:
@@ -786,11 +784,11 @@ func (g *Gateway) maintain() {
 			if took := time.Since(now); took > g.tick {
 				g.log.Warn("a maintenance sweep was slow: pings and heartbeat checks are late", "took", took.Round(time.Millisecond).String())
 			}
-			if sweep%sweepsPerTick != 0 {
-				continue
-			}
-			if now.Sub(lastSessionCheck) >= sessionCheck {
-				lastSessionCheck = now
+			// Every tick (5 s by default): the check asks only what changed
+			// since the last one, an index scan of the revocations since
+			// (0.5 ms with 1.2 million sessions; docs/benchmarks.md,
+			// session 13).
+			if sweep%sweepsPerTick == 0 {
 				g.closeEndedSessions()
 			}
 		}

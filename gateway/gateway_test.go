@@ -632,7 +632,7 @@ func TestEndedSessionsAreFoundWhenTheyCommit(t *testing.T) {
 	if code := r1.closeCode(); code != CloseSessionRevoked {
 		t.Errorf("disabled account's socket closed with %d", code)
 	}
-	// Several checks run (every 600 ms here) while the revocation is in
+	// Several checks run (every 100 ms here) while the revocation is in
 	// flight: none may close the socket, nor step past the revocation.
 	select {
 	case <-r0.done:

