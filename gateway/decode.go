@@ -89,7 +89,7 @@ func flat(t reflect.Type) bool {
 	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
 		reflect.Float32, reflect.Float64, reflect.String:
-		return t.PkgPath() == "" || !reflect.PointerTo(t).Implements(unmarshalerType)
+		return true
 	case reflect.Pointer, reflect.Slice:
 		return flat(t.Elem())
 	case reflect.Map:
@@ -97,8 +97,6 @@ func flat(t reflect.Type) bool {
 	}
 	return false
 }
-
-var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
 // keysKnown reports whether buf, one valid JSON value, is null or an
 // object whose keys are all plain (unescaped) names in names.

@@ -602,6 +602,37 @@ func TestSignedOutSessionLosesItsSocket(t *testing.T) {
 	}
 }
 
+// TestPipelinedSendsBeyondTheLimit: more sends in flight on one
+// connection than maxInflight (the rest wait for an answer before the next
+// is read) are all stored, once each, in the order they were sent.
+func TestPipelinedSendsBeyondTheLimit(t *testing.T) {
+	e := newEnv(t, 2)
+	d, err := e.msg.Direct(context.Background(), e.actor(0), e.ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.online(0)
+	const n = rateBurst // more than maxInflight, within the rate limit's burst
+	for i := range n {
+		a.send(map[string]any{"id": fmt.Sprint("p", i), "type": "send", "data": map[string]any{"conv": d.ID, "client_id": fmt.Sprint("p", i), "text": "hi"}})
+	}
+	replies := map[string]map[string]any{}
+	for len(replies) < n {
+		if f := a.next(); f["type"] == "reply" {
+			replies[f["id"].(string)] = f
+		}
+	}
+	for i := range n {
+		r := replies[fmt.Sprint("p", i)]
+		if r == nil || r["error"] != nil {
+			t.Fatalf("send %d: %v", i, r)
+		}
+		if seq := r["data"].(map[string]any)["seq"].(float64); seq != float64(i+1) {
+			t.Errorf("send %d stored as seq %v, want %d", i, seq, i+1)
+		}
+	}
+}
+
 // TestEndedSessionsAreFoundWhenTheyCommit: the check for ended sessions
 // asks what changed since its last run; a revocation whose transaction was
 // still open during a check is found by a later one once it commits, and a

@@ -204,6 +204,14 @@ func (c *Conn) pipelineSend(f Frame) {
 	}
 	start := time.Now()
 	ctx, done := c.reqContext(15 * time.Second)
+	// Past maxInflight, the worker waits for this send's answer before
+	// reading on (back-pressure).
+	var answered chan struct{}
+	if c.pipeline.Add(1) > maxInflight {
+		answered = make(chan struct{})
+	}
+	c.inflight.Add(1)
+	c.g.sends.Add(1)
 	answer := func(sent messaging.Sent, err error) {
 		done()
 		switch {
@@ -216,33 +224,18 @@ func (c *Conn) pipelineSend(f Frame) {
 			c.g.metrics.sends.Inc()
 			c.g.metrics.sendSeconds.Observe(time.Since(start).Seconds())
 		}
-	}
-	if c.pipeline.Load() >= maxInflight {
-		// Back-pressure: stop reading until this one is done.
-		p, err := c.g.msg.Enqueue(ctx, c.actor(), r)
-		if err != nil {
-			done()
-			c.send(reply{Type: "reply", ID: f.ID, Error: c.g.replyError(err)})
-			return
-		}
-		answer(p.Wait())
-		return
-	}
-	c.pipeline.Add(1)
-	c.inflight.Add(1)
-	c.g.sends.Add(1)
-	over := func() {
 		c.pipeline.Add(-1)
 		c.inflight.Done()
 		c.g.sends.Done()
+		if answered != nil {
+			close(answered)
+		}
 	}
-	err := c.g.msg.EnqueueFunc(ctx, c.actor(), r, func(sent messaging.Sent, err error) {
-		answer(sent, err)
-		over()
-	})
-	if err != nil {
+	if err := c.g.msg.Enqueue(ctx, c.actor(), r, answer); err != nil {
 		answer(messaging.Sent{}, err)
-		over()
+	}
+	if answered != nil {
+		<-answered
 	}
 }
 

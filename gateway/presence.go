@@ -226,8 +226,7 @@ func (p *presence) onEvent(m *nats.Msg) {
 		if len(ws) == 0 {
 			continue
 		}
-		data, _ := json.Marshal(serverEvent{Type: "presence", Data: mustJSON(s)})
-		f := &outFrame{data: data, shared: len(ws) > 1}
+		f := &outFrame{data: eventFrame("presence", mustJSON(s)), shared: len(ws) > 1}
 		for _, c := range ws {
 			if c.deliver(f) {
 				p.g.startWriter(c)

@@ -540,10 +540,10 @@ func TestChangesPagesAndMembership(t *testing.T) {
 	}
 }
 
-// TestEnqueueFuncCallsBackOnce checks the call-back form of a send: one
-// call with what Wait would give, after the message's event went out, and
-// none when EnqueueFunc itself refuses the send.
-func TestEnqueueFuncCallsBackOnce(t *testing.T) {
+// TestEnqueueCallsBackOnce checks the call-back of a send: one call with
+// the outcome, after the message's event went out, and none when Enqueue
+// itself refuses the send.
+func TestEnqueueCallsBackOnce(t *testing.T) {
 	f := newFixture(t, 2)
 	ctx := context.Background()
 	d, _ := f.svc.Direct(ctx, f.actor(0), f.ids[1])
@@ -554,7 +554,7 @@ func TestEnqueueFuncCallsBackOnce(t *testing.T) {
 	}
 	enqueue := func(ctx context.Context, r SendRequest) (chan outcome, error) {
 		ch := make(chan outcome, 2)
-		err := f.svc.EnqueueFunc(ctx, f.actor(0), r, func(s Sent, err error) {
+		err := f.svc.Enqueue(ctx, f.actor(0), r, func(s Sent, err error) {
 			ch <- outcome{s, err, len(f.rec.ofType(event.TypeMessage))}
 		})
 		return ch, err
@@ -639,11 +639,14 @@ func TestSendBatchOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := len(f.rec.ofType(event.TypeMessage))
+	calls := map[*pending]int{} // answers each send got
 	mk := func(who int, r SendRequest) *pending {
 		if err := r.validate(); err != nil {
 			t.Fatal(err)
 		}
-		return &pending{ctx: ctx, sender: f.ids[who], req: r, digest: r.digest(), done: make(chan struct{})}
+		p := &pending{ctx: ctx, sender: f.ids[who], req: r, digest: r.digest()}
+		p.then = func(Sent, error) { calls[p]++ }
+		return p
 	}
 	batch := []*pending{
 		mk(0, SendRequest{Conv: g.ID, ClientID: "a", Text: "one", Mentions: []int64{f.ids[2], f.ids[1]}}),     // 0 sent, seq 2
@@ -661,10 +664,8 @@ func TestSendBatchOutcomes(t *testing.T) {
 	}
 	f.svc.commitBatch(batch)
 	for i, p := range batch {
-		select {
-		case <-p.done:
-		default:
-			t.Fatalf("send %d not answered", i)
+		if calls[p] != 1 {
+			t.Fatalf("send %d answered %d times, want once", i, calls[p])
 		}
 	}
 	sent := func(i int, conv, seq int64, dup bool) {

@@ -161,63 +161,44 @@ type pending struct {
 	sender int64
 	req    SendRequest
 	digest []byte
-	done   chan struct{} // closed when res/err are set; nil when then is set
-	then   func(Sent, error)
+	then   func(Sent, error) // called once with the outcome (Enqueue)
 	res    Sent
 	msg    *Message // the new message, nil for duplicates
 	err    error
-}
-
-// finish hands the outcome to whoever waits for it.
-func (p *pending) finish() {
-	if p.then != nil {
-		p.then(p.res, p.err)
-		return
-	}
-	close(p.done)
 }
 
 // Send persists a message and publishes it to the conversation's members.
 // The sender must be a member. Retries with the same ClientID return the
 // first result.
 func (s *Service) Send(ctx context.Context, a authz.Actor, r SendRequest) (Sent, error) {
-	p, err := s.Enqueue(ctx, a, r)
-	if err != nil {
+	type outcome struct {
+		sent Sent
+		err  error
+	}
+	done := make(chan outcome, 1)
+	if err := s.Enqueue(ctx, a, r, func(sent Sent, err error) { done <- outcome{sent, err} }); err != nil {
 		return Sent{}, err
 	}
-	return p.Wait()
+	o := <-done
+	return o.sent, o.err
 }
-
-// Pending is a send queued for commit.
-type Pending struct{ p *pending }
 
 // Enqueue validates a send and queues it, returning once its place in its
 // conversation's queue is fixed, so a connection can pipeline sends and
 // keep their order. It blocks while the queue is full (back-pressure).
 // Once queued, the send is committed unless ctx ends before its committer
-// takes it (then nothing is written and Wait returns ctx's error).
-func (s *Service) Enqueue(ctx context.Context, a authz.Actor, r SendRequest) (Pending, error) {
-	p := &pending{done: make(chan struct{})}
-	if err := s.enqueue(ctx, a, r, p); err != nil {
-		return Pending{}, err
-	}
-	return Pending{p}, nil
-}
-
-// EnqueueFunc is Enqueue for a caller that would rather be called back
-// than wait (the gateway, which has thousands of sends in flight): once
-// EnqueueFunc has returned nil, then is called exactly once with the
-// outcome Wait would return. It runs on a committer's goroutine, after the
-// message's event was published, so it must be quick and must not block.
-func (s *Service) EnqueueFunc(ctx context.Context, a authz.Actor, r SendRequest, then func(Sent, error)) error {
-	return s.enqueue(ctx, a, r, &pending{then: then})
-}
-
-func (s *Service) enqueue(ctx context.Context, a authz.Actor, r SendRequest, p *pending) error {
+// takes it (then nothing is written and the outcome is ctx's error).
+//
+// Once Enqueue has returned nil, then is called exactly once with the
+// outcome: a connection with thousands of sends in flight keeps no
+// goroutine waiting for each. It runs on a committer's goroutine, after
+// the message's event was published, so it must be quick and must not
+// block.
+func (s *Service) Enqueue(ctx context.Context, a authz.Actor, r SendRequest, then func(Sent, error)) error {
 	if err := r.validate(); err != nil {
 		return err
 	}
-	p.ctx, p.sender, p.req, p.digest = ctx, a.AccountID, r, r.digest()
+	p := &pending{ctx: ctx, sender: a.AccountID, req: r, digest: r.digest(), then: then}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -230,12 +211,6 @@ func (s *Service) enqueue(ctx context.Context, a authz.Actor, r SendRequest, p *
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// Wait returns the send's outcome once committed (or failed).
-func (p Pending) Wait() (Sent, error) {
-	<-p.p.done
-	return p.p.res, p.p.err
 }
 
 // commitLoop takes whatever is queued, up to max, and commits it in one
@@ -273,7 +248,7 @@ func (s *Service) commitBatch(batch []*pending) {
 			continue
 		}
 		p.err = p.ctx.Err() // gave up before anything was written
-		p.finish()
+		p.then(p.res, p.err)
 	}
 	if len(live) == 0 {
 		return
@@ -301,7 +276,7 @@ func (s *Service) commitBatch(batch []*pending) {
 		}
 	}
 	for _, p := range live {
-		p.finish()
+		p.then(p.res, p.err)
 	}
 }
 
