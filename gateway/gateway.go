@@ -821,15 +821,7 @@ func (c *Conn) tick(now time.Time) {
 		data, _ := json.Marshal(serverEvent{Type: "refresh", Data: mustJSON(map[string]time.Time{"expires_at": c.expires})})
 		c.enqueueLocked(&outFrame{data: data})
 	}
-	// A connection with frames on their way needs no ping, nor does one
-	// with traffic both ways within the heartbeat: the client showed it is
-	// alive, and it heard from us, so its own heartbeat (which pings a
-	// connection it has not heard from) stays quiet. Pinging such
-	// connections took a fifth of a busy gateway's time in write(2)
-	// (docs/benchmarks.md, session 7). Every other connection is pinged
-	// from here, once a heartbeat, without waking a writer goroutine.
-	busy := time.Duration(n-c.lastRead.Load()) < c.g.heartbeat && time.Duration(n-c.lastWrite.Load()) < c.g.heartbeat
-	ping := !c.writing && !c.closing && !busy && time.Duration(n-c.lastPing.Load()) >= c.g.heartbeat
+	ping := c.pingDue(n)
 	c.mu.Unlock()
 	if ping {
 		c.lastPing.Store(n)
@@ -837,6 +829,39 @@ func (c *Conn) tick(now time.Time) {
 		// deadline and the next tick tries again.
 		c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(100*time.Millisecond))
 	}
+}
+
+// pingDue reports whether the sweep pings c now (c.mu held; n is now in
+// unix nanoseconds). Every connection is pinged from the sweep, once a
+// heartbeat, without waking a writer goroutine, except:
+//   - one with frames on their way;
+//   - one with traffic both ways within the heartbeat: the client showed
+//     it is alive, and it heard from us, so its own heartbeat (which pings
+//     a connection it has not heard from) stays quiet. Pinging such
+//     connections took a fifth of a busy gateway's time in write(2)
+//     (docs/benchmarks.md, session 7);
+//   - for up to a fifth of a heartbeat more, one written to within the
+//     last fifth of a heartbeat: a ping then is a second write and a
+//     second wake-up of the client, both behind what was just written,
+//     and after a large broadcast every member's ping would fall into the
+//     burst (a tenth of the CPU of a 100,000-client fan-out went to pings
+//     and pongs; docs/benchmarks.md, session 14). The connection is
+//     still dropped after the silence limit (2.4 heartbeats) counted from
+//     what it last sent, so the bound on finding a dead one is unchanged.
+func (c *Conn) pingDue(n int64) bool {
+	if c.writing || c.closing {
+		return false
+	}
+	hb := c.g.heartbeat
+	since := func(t *atomic.Int64) time.Duration { return time.Duration(n - t.Load()) }
+	if since(&c.lastRead) < hb && since(&c.lastWrite) < hb {
+		return false
+	}
+	sincePing := since(&c.lastPing)
+	if sincePing < hb {
+		return false
+	}
+	return since(&c.lastWrite) >= hb/5 || sincePing >= hb+hb/5
 }
 
 // closeEndedSessions closes, with 4102, the connections whose session was

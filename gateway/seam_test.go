@@ -46,3 +46,36 @@ func TestSeamIsNotKeptByAnIdleConnection(t *testing.T) {
 		t.Fatal("the sweep kept the seam after its window")
 	}
 }
+
+// TestPingDue: who the sweep pings. A connection just written to waits a
+// fifth of a heartbeat more, never longer; one with traffic both ways is
+// not pinged at all.
+func TestPingDue(t *testing.T) {
+	const hb = 25 * time.Second
+	now := time.Now()
+	ago := func(d time.Duration) int64 { return now.Add(-d).UnixNano() }
+	never := time.Duration(now.UnixNano()) // the zero time: never happened
+	for _, tc := range []struct {
+		name                string
+		read, write, pinged time.Duration // how long ago
+		writing             bool
+		want                bool
+	}{
+		{"new, never pinged", 2 * time.Second, never, never, false, true},
+		{"idle, pinged a heartbeat ago", 40 * time.Second, 40 * time.Second, hb, false, true},
+		{"idle, pinged recently", 40 * time.Second, 40 * time.Second, 10 * time.Second, false, false},
+		{"traffic both ways", time.Second, time.Second, 40 * time.Second, false, false},
+		{"frames on their way", 40 * time.Second, 40 * time.Second, 40 * time.Second, true, false},
+		{"written to just now", 40 * time.Second, time.Second, 26 * time.Second, false, false},
+		{"written to just now, ping overdue", 40 * time.Second, time.Second, 30 * time.Second, false, true},
+		{"written to a fifth of a heartbeat ago", 40 * time.Second, 5 * time.Second, 26 * time.Second, false, true},
+	} {
+		c := &Conn{g: &Gateway{heartbeat: hb}, writing: tc.writing}
+		c.lastRead.Store(ago(tc.read))
+		c.lastWrite.Store(ago(tc.write))
+		c.lastPing.Store(ago(tc.pinged))
+		if got := c.pingDue(now.UnixNano()); got != tc.want {
+			t.Errorf("%s: pingDue = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
