@@ -272,8 +272,9 @@ type wsDialKey struct{}
 // retransmissions.
 type dialPlan struct {
 	addrs []string
-	next  atomic.Int32 // index of the address to try first next time
-	used  atomic.Value // string: the address of the last successful dial
+	next  atomic.Int32             // index of the address to try first next time
+	used  atomic.Value             // string: the address of the last successful dial
+	conn  atomic.Pointer[upgraded] // the last connection upgraded
 }
 
 // httpClient returns the upgrade client for source address number s.
@@ -292,7 +293,12 @@ func (r *wsRun) httpClient(s int) *http.Client {
 		// one ephemeral range for all targets together.
 		Control: func(network, address string, rc syscall.RawConn) error {
 			var serr error
-			rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, 24, 1) })
+			rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, 24, 1)
+				if serr == nil {
+					serr = stampArrivals(fd)
+				}
+			})
 			return serr
 		},
 	}
@@ -332,9 +338,8 @@ type wsClient struct {
 	c    *client.Client
 	plan *dialPlan
 
-	mu        sync.Mutex                // guards the fields below
-	seen      map[int64]map[int64]int32 // conv → seq → times delivered (tagged messages of this run)
-	lats      []time.Duration
+	mu        sync.Mutex // guards the fields below
+	got       []delivery // tagged messages of this run, in the order delivered
 	everSync  bool
 	syncedAt  time.Time // the last StateSynced
 	discAt    time.Time // the last StateDisconnected
@@ -343,6 +348,28 @@ type wsClient struct {
 	lastAt    time.Time         // the last tagged delivery
 	reasons   map[string]int    // disconnections by reason
 	examples  map[string]string // the first error of each reason, as the client gave it
+}
+
+// delivery is one tagged message a client received. A client keeps a
+// list, not a map by conversation and sequence: the fan-out's clients get
+// one message each, and maps for it were most of what the load generator
+// allocated while the message was in flight, in the CPU the gateways
+// measured share.
+type delivery struct {
+	conv, seq int64
+	lat       time.Duration // from the send to the delivery
+	arr       time.Duration // from the send to its arrival in the socket (arrival_stamped.go); -1 unknown
+}
+
+// seen counts the deliveries of each sequence of conv (cl.mu held).
+func (cl *wsClient) seen(conv int64) map[int64]int32 {
+	n := map[int64]int32{}
+	for _, d := range cl.got {
+		if d.conv == conv {
+			n[d.seq]++
+		}
+	}
+	return n
 }
 
 // fleet is this process's clients and the counters the progress line shows.
@@ -390,7 +417,7 @@ func (fl *fleet) connect(ctx context.Context, plan func(i int) []string, autoAck
 	defer stopProg()
 	for i := r.lo; i < r.hi; i++ {
 		a := r.st.Accounts[i]
-		cl := &wsClient{idx: i, acct: a.ID, seen: map[int64]map[int64]int32{}, plan: &dialPlan{addrs: plan(i)}}
+		cl := &wsClient{idx: i, acct: a.ID, plan: &dialPlan{addrs: plan(i)}}
 		token := a.Token
 		var released atomic.Bool
 		release := func() {
@@ -601,14 +628,14 @@ func (fl *fleet) message(cl *wsClient, m client.Message) {
 		fl.other.Add(1)
 		return
 	}
-	cl.mu.Lock()
-	s := cl.seen[m.Conv]
-	if s == nil {
-		s = map[int64]int32{}
-		cl.seen[m.Conv] = s
+	d := delivery{conv: m.Conv, seq: m.Seq, lat: now.Sub(sent), arr: -1}
+	if u := cl.plan.conn.Load(); u != nil {
+		if a := u.arrived.Load(); a > 0 {
+			d.arr = max(time.Unix(0, a).Sub(sent), 0)
+		}
 	}
-	s[m.Seq]++
-	cl.lats = append(cl.lats, now.Sub(sent))
+	cl.mu.Lock()
+	cl.got = append(cl.got, d)
 	cl.lastAt = now
 	cl.mu.Unlock()
 	fl.delivered.Add(1)
@@ -703,7 +730,7 @@ func (fl *fleet) check(e expectation) deliveryCheck {
 		}
 		for _, cl := range rs {
 			cl.mu.Lock()
-			got := cl.seen[conv]
+			got := cl.seen(conv)
 			if known {
 				d.Expected += int64(len(seqs))
 				for _, s := range seqs {
@@ -751,16 +778,22 @@ func (fl *fleet) check(e expectation) deliveryCheck {
 	return d
 }
 
-// latencies returns every delivery latency, sorted.
-func (fl *fleet) latencies() []time.Duration {
-	var all []time.Duration
+// latencies returns every delivery latency and every known arrival
+// latency, sorted.
+func (fl *fleet) latencies() (lats, arrs []time.Duration) {
 	for _, cl := range fl.clients {
 		cl.mu.Lock()
-		all = append(all, cl.lats...)
+		for _, d := range cl.got {
+			lats = append(lats, d.lat)
+			if d.arr >= 0 {
+				arrs = append(arrs, d.arr)
+			}
+		}
 		cl.mu.Unlock()
 	}
-	slices.Sort(all)
-	return all
+	slices.Sort(lats)
+	slices.Sort(arrs)
+	return lats, arrs
 }
 
 // waitDelivered waits until want tagged deliveries arrived, ctx ends or

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"slices"
 	"strconv"
@@ -34,9 +36,12 @@ type wsSummary struct {
 	DeliverySec float64 `json:"delivery_s,omitempty"` // first send → last delivery
 	Throughput  float64 `json:"deliveries_per_s,omitempty"`
 
-	Latency      latencySummary  `json:"latency"`                 // send time → OnMessage
-	SendLatency  *latencySummary `json:"send_latency,omitempty"`  // send → stored reply
-	RoundLatency *latencySummary `json:"round_latency,omitempty"` // send → reply and delivery both
+	Latency latencySummary `json:"latency"` // send time → OnMessage
+	// ArrivalLatency: send time → the message in the client's socket
+	// (arrival_stamped.go), for the deliveries whose arrival is known.
+	ArrivalLatency *latencySummary `json:"arrival_latency,omitempty"`
+	SendLatency    *latencySummary `json:"send_latency,omitempty"`  // send → stored reply
+	RoundLatency   *latencySummary `json:"round_latency,omitempty"` // send → reply and delivery both
 
 	Servers       []serverSample `json:"servers,omitempty"`        // after
 	ServersBefore []serverSample `json:"servers_before,omitempty"` // before connecting
@@ -102,6 +107,9 @@ func (s *wsSummary) print(w io.Writer) {
 		}
 	}
 	printLat("latency ms", s.Latency)
+	if s.ArrivalLatency != nil {
+		printLat("arrival ms", *s.ArrivalLatency)
+	}
 	if s.SendLatency != nil {
 		printLat("send→reply ms", *s.SendLatency)
 	}
@@ -208,7 +216,7 @@ func runWSMerge(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{"usage: zhangban-loadgen ws-merge RESULT.json… (ws-* --json --latency-out output of the shards)"}
 	}
 	var total wsSummary
-	var lats []time.Duration
+	var lats, arrs []time.Duration
 	for _, path := range args {
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -250,21 +258,20 @@ func runWSMerge(_ context.Context, args []string, stdout, stderr io.Writer) erro
 			total.StoppedEarly += s.StoppedEarly + "; "
 		}
 		if s.LatencyFile != "" {
-			f, err := os.Open(s.LatencyFile)
-			if err != nil {
+			if lats, err = readLatencies(s.LatencyFile, lats); err != nil {
 				return err
 			}
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				v, err := strconv.ParseInt(sc.Text(), 10, 64)
-				if err == nil {
-					lats = append(lats, time.Duration(v))
-				}
+			if arrs, err = readLatencies(s.LatencyFile+arrivalSuffix, arrs); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
 			}
-			f.Close()
 		}
 	}
 	slices.Sort(lats)
+	slices.Sort(arrs)
+	if len(arrs) > 0 {
+		a := latencyStats(arrs)
+		total.ArrivalLatency = &a
+	}
 	total.Targets = slices.Compact(slices.Sorted(slices.Values(total.Targets)))
 	total.Latency = latencyStats(lats)
 	if len(lats) > 0 {
@@ -285,4 +292,24 @@ func runWSMerge(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("merged: lost %d, duplicated %d, unexpected %d", total.Lost, total.Duplicated, total.Unexpected)
 	}
 	return nil
+}
+
+// arrivalSuffix names the file of arrival latencies next to a --latency-out
+// file.
+const arrivalSuffix = ".arrival"
+
+// readLatencies appends the latencies of a file writeLatencies wrote.
+func readLatencies(path string, to []time.Duration) ([]time.Duration, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return to, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
+			to = append(to, time.Duration(v))
+		}
+	}
+	return to, sc.Err()
 }

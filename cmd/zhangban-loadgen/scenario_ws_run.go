@@ -444,8 +444,12 @@ func (r *wsRun) report(ctx context.Context, fl *fleet, s *wsSummary, exp expecta
 		s.SendRate = float64(s.Sent) / s.SendWindowS
 	}
 	s.deliveryCheck = fl.check(exp)
-	lats := fl.latencies()
+	lats, arrs := fl.latencies()
 	s.Latency = latencyStats(lats)
+	if len(arrs) > 0 {
+		a := latencyStats(arrs)
+		s.ArrivalLatency = &a
+	}
 	if last := fl.lastDelivery(); !last.IsZero() && s.Delivered > 0 {
 		s.DeliverySec = last.Sub(sendStart).Seconds()
 		s.Throughput = float64(s.Delivered) / s.DeliverySec
@@ -460,6 +464,9 @@ func (r *wsRun) report(ctx context.Context, fl *fleet, s *wsSummary, exp expecta
 	r.cpuPerDelivery(s)
 	if r.f.latencyOut != "" {
 		if err := writeLatencies(r.f.latencyOut, lats); err != nil {
+			return err
+		}
+		if err := writeLatencies(r.f.latencyOut+arrivalSuffix, arrs); err != nil {
 			return err
 		}
 		s.LatencyFile = r.f.latencyOut

@@ -31,8 +31,8 @@ func TestTagRoundTrip(t *testing.T) {
 }
 
 func TestDeliveryCheckIsExact(t *testing.T) {
-	a := &wsClient{acct: 1, seen: map[int64]map[int64]int32{7: {1: 1, 2: 2, 9: 1}}}
-	b := &wsClient{acct: 2, seen: map[int64]map[int64]int32{7: {1: 1, 2: 1, 3: 1}}}
+	a := &wsClient{acct: 1, got: []delivery{{conv: 7, seq: 1}, {conv: 7, seq: 2}, {conv: 8, seq: 3}, {conv: 7, seq: 2}, {conv: 7, seq: 9}}}
+	b := &wsClient{acct: 2, got: []delivery{{conv: 7, seq: 1}, {conv: 7, seq: 2}, {conv: 7, seq: 3}}}
 	fl := &fleet{clients: []*wsClient{a, b}}
 	d := fl.check(expectation{members: map[int64][]*wsClient{7: {a, b}}, seqs: map[int64][]int64{7: {1, 2, 3}}})
 	if d.Expected != 6 || d.Delivered != 5 || d.Lost != 1 || d.Duplicated != 1 || d.Unexpected != 1 {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -50,7 +52,11 @@ func (t *upgradeTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		resp.Body = &upgraded{Conn: conn, br: br}
+		u := &upgraded{Conn: conn, br: br, rc: rawOf(conn)}
+		if p, _ := ctx.Value(wsDialKey{}).(*dialPlan); p != nil {
+			p.conn.Store(u)
+		}
+		resp.Body = u
 	} else {
 		resp.Body = &closeBoth{ReadCloser: resp.Body, conn: conn}
 	}
@@ -68,10 +74,14 @@ func handshake(conn net.Conn, req *http.Request) (*http.Response, *bufio.Reader,
 
 // upgraded is the connection after a 101: reads first drain what the
 // response's reader holds beyond the response (the server's first frames
-// may have come with it).
+// may have come with it), then read the socket, keeping the kernel's
+// receive time of what they read (arrival_stamped.go).
 type upgraded struct {
 	net.Conn
-	br *bufio.Reader // nil once drained
+	br      *bufio.Reader   // nil once drained
+	rc      syscall.RawConn // nil: no receive times
+	arrived atomic.Int64    // unix nanoseconds: when the data last read reached the socket; 0 unknown
+	oob     [64]byte        // control messages of a read (recv only)
 }
 
 func (u *upgraded) Read(p []byte) (int, error) {
@@ -81,7 +91,10 @@ func (u *upgraded) Read(p []byte) (int, error) {
 		}
 		u.br = nil
 	}
-	return u.Conn.Read(p)
+	if u.rc == nil {
+		return u.Conn.Read(p)
+	}
+	return u.recv(p)
 }
 
 // closeBoth is the body of a refused upgrade: closing it closes the

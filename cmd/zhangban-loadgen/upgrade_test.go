@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,5 +103,60 @@ func TestUpgradeTransport(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("an unanswered upgrade took %v to give up; its context ended after 200 ms", d)
+	}
+}
+
+// TestArrivalTimes: a connection dialled with stampArrivals reads through
+// recv, which keeps the kernel's receive time of what it read: after the
+// server wrote it and before the client read it. A server that goes away
+// ends the reads.
+func TestArrivalTimes(t *testing.T) {
+	if !arrivalsStamped {
+		t.Skip("no receive timestamps on this platform")
+	}
+	wrote := make(chan time.Time, 1)
+	hangUp := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		time.Sleep(100 * time.Millisecond) // not with the 101: read from the socket
+		wrote <- time.Now()
+		c.Write(r.Context(), websocket.MessageText, []byte("stamped"))
+		<-hangUp // then CloseNow: the socket closes without a close frame
+	}))
+	defer srv.Close()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		rc.Control(func(fd uintptr) { serr = stampArrivals(fd) })
+		return serr
+	}}
+	hc := &http.Client{Transport: &upgradeTransport{dial: d.DialContext}}
+	plan := &dialPlan{}
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), wsDialKey{}, plan), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	u := plan.conn.Load()
+	if u == nil || u.rc == nil {
+		t.Fatal("the dial plan holds no stamped connection")
+	}
+	_, msg, err := c.Read(ctx)
+	read := time.Now()
+	if err != nil || string(msg) != "stamped" {
+		t.Fatalf("read %q, %v", msg, err)
+	}
+	at := time.Unix(0, u.arrived.Load())
+	if w := <-wrote; at.Before(w) || at.After(read) {
+		t.Fatalf("arrival %v, not between the write %v and the read %v", at, w, read)
+	}
+	close(hangUp)
+	if _, _, err := c.Read(ctx); err == nil || ctx.Err() != nil {
+		t.Fatalf("a read after the server went away: %v (context: %v)", err, ctx.Err())
 	}
 }
