@@ -795,6 +795,52 @@ func BenchmarkDecodeMessageEvents(b *testing.B) {
 	})
 }
 
+// BenchmarkDecodeMessageFrame: message events as the load generator reads
+// them, by decodeFrame ("fast": decodeMessageFast) and by json.Unmarshal
+// into a messageFrame ("json": decodeFrame's one pass before
+// decodeMessageFast); ns/op and allocs/op are per frame. The frames differ
+// in client_id and text, as in a load test: with one frame over and over,
+// the jsonv2 build would take its strings from its string cache.
+func BenchmarkDecodeMessageFrame(b *testing.B) {
+	for _, bc := range []struct {
+		name     string
+		mentions []int64
+	}{{"text", nil}, {"mentions", []int64{5, 9, 12}}} {
+		var lines [][]byte
+		size := 0
+		for i := range 1024 {
+			tag := "3f9a2c-" + strconv.Itoa(i)
+			lines = append(lines, serverMessageFrame(b, Message{Conv: 12, Seq: int64(41 + i), Sender: 7, ClientID: "lg-" + tag, Kind: "text",
+				Text: "run " + tag + " sent 1764000000123456789 下午三点在三楼会议室开会，请准时参加", Mentions: bc.mentions,
+				At: time.Date(2026, 11, 24, 16, 23, 47, 123456000+i, time.UTC)}))
+			size += len(lines[i])
+		}
+		b.Run(bc.name+"/fast", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size / len(lines)))
+			i := 0
+			for b.Loop() {
+				if f, err := decodeFrame(lines[i%len(lines)]); err != nil || f.msg == nil {
+					b.Fatal("not decoded in one pass")
+				}
+				i++
+			}
+		})
+		b.Run(bc.name+"/json", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size / len(lines)))
+			i := 0
+			for b.Loop() {
+				var mf messageFrame
+				if err := json.Unmarshal(lines[i%len(lines)], &mf); err != nil || mf.Data == nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
+
 // serverMessageFrame encodes m as the server writes a message event: the
 // envelope's type first, then the message as data.
 func serverMessageFrame(tb testing.TB, m Message) []byte {

@@ -71,11 +71,16 @@ func decodeServerMessage(msg []byte, fn func(serverFrame)) (bad int, err error) 
 // A message event that starts with messagePrefix is decoded in one pass,
 // to the same result as the general way, except for a frame that repeats
 // its "data" key (which no server writes): its repeats are merged into one
-// Message, where the general way keeps the last. One that does not decode
-// in one pass, or whose message has no conversation or sequence, is
-// decoded the general way, so that handleFrame reports it as any other.
+// Message, where the general way keeps the last. The pass is
+// decodeMessageFast, for the layout the server writes, or else
+// json.Unmarshal into a messageFrame. One that does not decode in one
+// pass, or whose message has no conversation or sequence, is decoded the
+// general way, so that handleFrame reports it as any other.
 func decodeFrame(line []byte) (serverFrame, error) {
 	if bytes.HasPrefix(line, messagePrefix) {
+		if m, ok := decodeMessageFast(line); ok {
+			return serverFrame{Type: EventMessage, msg: m}, nil
+		}
 		var mf messageFrame
 		if json.Unmarshal(line, &mf) == nil && mf.Type == EventMessage && mf.Data != nil && mf.Data.Conv > 0 && mf.Data.Seq > 0 {
 			return serverFrame{Type: mf.Type, ID: mf.ID, Error: mf.Error, msg: mf.Data}, nil
