@@ -260,7 +260,7 @@ case_fanout() {
 		out+=("$dir/out/fanout-$i.txt")
 		for p in "${gw[@]}"; do stop_node "$p"; done
 	done
-	results+=("fanout ($FANOUT_CONNS clients, 6 gateways, groups of $FANOUT_SIZE, one message each): p99 ms median $(median latency.p99_ms "${out[@]}") (runs: $(values latency.p99_ms "${out[@]}")); max ms: $(values latency.max_ms "${out[@]}"); delivered: $(values delivered "${out[@]}") of $(values expected "${out[@]}"); lost: $(values lost "${out[@]}"); duplicated: $(values duplicated "${out[@]}")")
+	results+=("fanout ($FANOUT_CONNS clients, 6 gateways, groups of $FANOUT_SIZE, one message each): p99 ms median $(median latency.p99_ms "${out[@]}") (runs: $(values latency.p99_ms "${out[@]}")); arrival in the clients' sockets p99 ms median $(median arrival_latency.p99_ms "${out[@]}") (runs: $(values arrival_latency.p99_ms "${out[@]}")); max ms: $(values latency.max_ms "${out[@]}"); delivered: $(values delivered "${out[@]}") of $(values expected "${out[@]}"); lost: $(values lost "${out[@]}"); duplicated: $(values duplicated "${out[@]}")")
 }
 
 for c in $CASES; do "case_$c"; done
