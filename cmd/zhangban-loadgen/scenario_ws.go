@@ -74,7 +74,7 @@ func (f *wsFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.settle, "settle", 5*time.Second, "wait after every connection synced, before measuring")
 	fs.BoolVar(&f.json, "json", false, "also print the result as one JSON line on stdout")
 	fs.StringVar(&f.label, "label", "", "free text copied into the result")
-	fs.StringVar(&f.latencyOut, "latency-out", "", "write every delivery latency (ns, one a line) here, for ws-merge")
+	fs.StringVar(&f.latencyOut, "latency-out", "", "write every delivery latency (ns, one a line) here, and every arrival latency to FILE.arrival, for ws-merge")
 	fs.StringVar(&f.run, "run", "", "run tag shared by the shards of one run (default: random)")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this loopback host:port, to see where the load generator's own CPU goes")
 }
@@ -630,8 +630,9 @@ func (fl *fleet) message(cl *wsClient, m client.Message) {
 	}
 	d := delivery{conv: m.Conv, seq: m.Seq, lat: now.Sub(sent), arr: -1}
 	if u := cl.plan.conn.Load(); u != nil {
-		if a := u.arrived.Load(); a > 0 {
-			d.arr = max(time.Unix(0, a).Sub(sent), 0)
+		// A stamp from before the send is not this message's: unknown.
+		if a := time.Unix(0, u.arrived.Load()); !a.Before(sent) {
+			d.arr = a.Sub(sent)
 		}
 	}
 	cl.mu.Lock()

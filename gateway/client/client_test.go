@@ -530,6 +530,13 @@ func TestTokenExpiredCloseRefreshes(t *testing.T) {
 	})
 	checkFor(t, wait, "a second connection", func() bool { return s.connectCount() == 2 })
 	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) >= 1 })
+	// A connection is counted before its token is: the first one may be
+	// the one that synced, with the second one's token not yet read.
+	checkFor(t, wait, "the second token", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.tokens) >= 2
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !slices.Equal(s.tokens, []string{"t1", "t2"}) {
