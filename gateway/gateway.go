@@ -844,8 +844,8 @@ func (c *Conn) tick(now time.Time) {
 //     last fifth of a heartbeat: a ping then is a second write and a
 //     second wake-up of the client, both behind what was just written,
 //     and after a large broadcast every member's ping would fall into the
-//     burst (a tenth of the CPU of a 100,000-client fan-out went to pings
-//     and pongs; docs/benchmarks.md, session 14). The connection is
+//     burst (pings, pongs and the sweep that sends them took a tenth of
+//     the CPU of a 100,000-client fan-out; docs/benchmarks.md, session 14). The connection is
 //     still dropped after the silence limit (2.4 heartbeats) counted from
 //     what it last sent, so the bound on finding a dead one is unchanged.
 func (c *Conn) pingDue(n int64) bool {

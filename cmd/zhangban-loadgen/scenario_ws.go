@@ -807,6 +807,16 @@ func (fl *fleet) waitDelivered(ctx context.Context, want int64, timeout time.Dur
 }
 
 // latencyStats summarises sorted latencies like the HTTP scenarios do.
+// latencyStatsOf summarises ls, or is nil when there are none: for the
+// summary's optional latencies.
+func latencyStatsOf(ls []time.Duration) *latencySummary {
+	if len(ls) == 0 {
+		return nil
+	}
+	l := latencyStats(ls)
+	return &l
+}
+
 func latencyStats(sorted []time.Duration) latencySummary {
 	var l latencySummary
 	l.Samples = len(sorted)

@@ -268,10 +268,7 @@ func runWSMerge(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	slices.Sort(lats)
 	slices.Sort(arrs)
-	if len(arrs) > 0 {
-		a := latencyStats(arrs)
-		total.ArrivalLatency = &a
-	}
+	total.ArrivalLatency = latencyStatsOf(arrs)
 	total.Targets = slices.Compact(slices.Sorted(slices.Values(total.Targets)))
 	total.Latency = latencyStats(lats)
 	if len(lats) > 0 {

@@ -446,19 +446,13 @@ func (r *wsRun) report(ctx context.Context, fl *fleet, s *wsSummary, exp expecta
 	s.deliveryCheck = fl.check(exp)
 	lats, arrs := fl.latencies()
 	s.Latency = latencyStats(lats)
-	if len(arrs) > 0 {
-		a := latencyStats(arrs)
-		s.ArrivalLatency = &a
-	}
+	s.ArrivalLatency = latencyStatsOf(arrs)
 	if last := fl.lastDelivery(); !last.IsZero() && s.Delivered > 0 {
 		s.DeliverySec = last.Sub(sendStart).Seconds()
 		s.Throughput = float64(s.Delivered) / s.DeliverySec
 	}
 	slices.Sort(sd.replyLats)
-	if len(sd.replyLats) > 0 {
-		l := latencyStats(sd.replyLats)
-		s.SendLatency = &l
-	}
+	s.SendLatency = latencyStatsOf(sd.replyLats)
 	s.Disconnects = fl.disc.Load()
 	s.OtherMessages = fl.other.Load()
 	r.cpuPerDelivery(s)
