@@ -65,6 +65,7 @@ func scenarios() []scenario {
 		{name: "ws-direct", summary: "direct messages between connected pairs at a target rate, checked exactly", run: runWSDirect},
 		{name: "ws-storm", summary: "kill the node all clients are on; time until all resynced elsewhere, lost and doubled", run: runWSStorm},
 		{name: "ws-merge", summary: "combine the --json results of ws-broadcast shards into one, with exact percentiles", run: runWSMerge},
+		{name: "tcp-floor", summary: "the fan-out's shape on bare TCP: what its latency cannot go below on this machine", run: runTCPFloor},
 	}
 }
 

@@ -277,6 +277,17 @@ type dialPlan struct {
 	conn  atomic.Pointer[upgraded] // the last connection upgraded
 }
 
+// bindAddressNoPort sets IP_BIND_ADDRESS_NO_PORT (linux/in.h; not in the
+// syscall package) on a socket about to be bound to a source address: the
+// source port is then picked at connect, per destination, not at bind,
+// which would cap each source address at one ephemeral range for all
+// targets together, and which searches the whole range, a millisecond and
+// more of kernel time per dial once tens of thousands of ports are taken
+// or in TIME_WAIT.
+func bindAddressNoPort(fd uintptr) error {
+	return syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, 24, 1)
+}
+
 // httpClient returns the upgrade client for source address number s.
 func (r *wsRun) httpClient(s int) *http.Client {
 	if r.transports == nil {
@@ -288,13 +299,10 @@ func (r *wsRun) httpClient(s int) *http.Client {
 	d := &net.Dialer{
 		Timeout:   10 * time.Second,
 		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(r.f.sourceBase+s))},
-		// IP_BIND_ADDRESS_NO_PORT: pick the source port at connect, per
-		// destination, not at bind, which would cap each source address at
-		// one ephemeral range for all targets together.
 		Control: func(network, address string, rc syscall.RawConn) error {
 			var serr error
 			rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, 24, 1)
+				serr = bindAddressNoPort(fd)
 				if serr == nil {
 					serr = stampArrivals(fd)
 				}
