@@ -35,14 +35,17 @@ type frameConn struct {
 
 	ctl func(op int, payload []byte) // ping (9) and pong (10) frames, unmasked; payload is only valid during the call
 
-	wdl atomic.Int64 // the write deadline set on the socket, unix nanoseconds; 0: none
+	// Write deadlines (SetWriteDeadline): the one gorilla set, and the one
+	// the socket has, which only a write that may wait needs.
+	wdl atomic.Int64 // wanted, rounded up to deadlineGrain, unix nanoseconds; 0: none
+	sdl atomic.Int64 // on the socket, as wdl; -1: unknown (the flusher set its own)
 
 	// Writes that must not wait (see Write).
 	wmu     sync.Mutex
 	try     bool        // (wmu) the writer must not wait: a round writer (writeRound)
 	st      *stall      // (wmu) bytes accepted but not yet written; nil when none
 	failed  bool        // (wmu) writing what a stall held failed: later writes fail
-	stalled atomic.Bool // st != nil: the flusher owns the write deadline
+	stalled atomic.Bool // st != nil: the flusher owns the socket's write deadline
 	onFlush func(error) // called when writing what a stall held fails
 }
 
@@ -72,9 +75,13 @@ func (e *stallError) Temporary() bool { return false }
 // for the client: what the socket does not take at once is kept and
 // written by a goroutine of its own (flush), and later writes of that kind
 // are added to it, in order. Any other write first waits for such bytes to
-// be written. A socket without a file descriptor is written as it is.
+// be written, and only such a write gives the socket its write deadline
+// (applyDeadline). A socket without a file descriptor is written as it is.
 func (f *frameConn) Write(b []byte) (int, error) {
 	if f.raw == nil {
+		if err := f.applyDeadline(); err != nil {
+			return 0, err
+		}
 		return f.Conn.Write(b)
 	}
 	f.wmu.Lock()
@@ -100,8 +107,12 @@ func (f *frameConn) Write(b []byte) (int, error) {
 	}
 	if !nowait {
 		// Only a nowait write starts a stall, and gorilla writes one
-		// frame at a time: none starts while this one waits.
+		// frame at a time: none starts while this one waits, so the
+		// socket's deadline is this write's to set.
 		f.wmu.Unlock()
+		if err := f.applyDeadline(); err != nil {
+			return 0, err
+		}
 		return f.Conn.Write(b)
 	}
 	n, err := f.writeNow(b)
@@ -123,9 +134,16 @@ func isControlFrame(b []byte) bool {
 	return len(b) >= 2 && b[0] >= 0x88 && b[0] <= 0x8a && int(b[1]) == len(b)-2
 }
 
-// writeNow writes what the socket takes without waiting.
+// writeNow writes what the socket takes without waiting. It writes inside
+// RawConn.Control, not RawConn.Write: that one fails once the socket's
+// write deadline has passed, and the socket keeps the deadline of the last
+// write that could wait (applyDeadline), long past on a connection idle
+// since, while a write that cannot wait needs none. Control keeps the file
+// descriptor open meanwhile, as Write would; no other write runs at the
+// same time (gorilla writes one frame at a time, and the flusher only
+// while no write of this kind is made).
 func (f *frameConn) writeNow(b []byte) (n int, err error) {
-	cerr := f.raw.Write(func(fd uintptr) bool {
+	cerr := f.raw.Control(func(fd uintptr) {
 		for n < len(b) {
 			m, werr := syscall.Write(int(fd), b[n:])
 			if werr == syscall.EINTR {
@@ -139,7 +157,6 @@ func (f *frameConn) writeNow(b []byte) (n int, err error) {
 			}
 			n += m
 		}
-		return true // done, whatever was written: do not wait
 	})
 	if cerr != nil {
 		return n, cerr
@@ -158,7 +175,7 @@ func (f *frameConn) flush(st *stall) {
 		if len(b) == 0 {
 			f.st = nil
 			f.stalled.Store(false)
-			f.wdl.Store(-1) // moved here: the next SetWriteDeadline goes through
+			f.sdl.Store(-1) // moved here: the next write that may wait sets its own
 			f.wmu.Unlock()
 			close(st.done)
 			return
@@ -190,23 +207,41 @@ func (f *frameConn) setTry(try bool) {
 // write given 10 s (writeTimeout) gets 10-15 s.
 const deadlineGrain = writeTimeout / 2
 
-// SetWriteDeadline sets the socket's write deadline rounded up to
-// deadlineGrain, and only when that changes. Gorilla sets it before every
-// write; on the socket each set moves a runtime timer, about a tenth of a
-// busy node's CPU, while the write timeouts (seconds) need no finer grain.
+// SetWriteDeadline records the write deadline, rounded up to
+// deadlineGrain; the socket gets it just before a write that may wait
+// (applyDeadline), and only when it changed. Gorilla sets it before every
+// write, and on the socket each change moves a runtime timer: with the
+// deadline set at every write, a fan-out after idleness spent a
+// fifteenth of the node's CPU moving each connection's once, for the
+// round writers' writes, which never wait and need none (nor do control
+// frames). The write timeouts (seconds) need no finer grain.
 func (f *frameConn) SetWriteDeadline(t time.Time) error {
-	if f.stalled.Load() {
-		return nil // the flusher's, until it ends
-	}
 	var d int64
 	if !t.IsZero() {
-		t = t.Truncate(deadlineGrain).Add(deadlineGrain)
-		d = t.UnixNano()
+		d = t.Truncate(deadlineGrain).Add(deadlineGrain).UnixNano()
 	}
-	if f.wdl.Swap(d) == d {
+	f.wdl.Store(d)
+	return nil
+}
+
+// applyDeadline gives the socket the recorded write deadline unless it has
+// it already. It runs before a write that may wait, with no flusher
+// running (which owns the deadline until it ends) and none to start
+// before that write ends.
+func (f *frameConn) applyDeadline() error {
+	d := f.wdl.Load()
+	if f.sdl.Load() == d {
 		return nil
 	}
-	return f.Conn.SetWriteDeadline(t)
+	var t time.Time
+	if d != 0 {
+		t = time.Unix(0, d)
+	}
+	if err := f.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	f.sdl.Store(d)
+	return nil
 }
 
 // frameBufSize holds any frame header (≤ 14 bytes) and any control frame
@@ -223,7 +258,7 @@ const (
 
 func newFrameConn(nc net.Conn) *frameConn {
 	f := &frameConn{Conn: nc}
-	f.wdl.Store(-1) // unknown: the first SetWriteDeadline goes through
+	f.sdl.Store(-1) // unknown: the first write that may wait sets it
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			f.raw = raw

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,7 +276,8 @@ func readingGoroutines() int {
 	return n
 }
 
-// deadlineConn records the write deadlines set on it.
+// deadlineConn records the write deadlines set on it; it has no file
+// descriptor, so every write may wait.
 type deadlineConn struct {
 	net.Conn
 	set []time.Time
@@ -286,9 +288,12 @@ func (d *deadlineConn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
+func (d *deadlineConn) Write(b []byte) (int, error) { return len(b), nil }
+
 // TestWriteDeadlineIsSetOnlyWhenItsGrainChanges: gorilla sets the write
-// deadline before every write; the socket is told only when the deadline,
-// rounded up to deadlineGrain, moves, and never earlier than asked.
+// deadline before every write; the socket is told at the write, only when
+// the deadline, rounded up to deadlineGrain, moved, and never earlier than
+// asked.
 func TestWriteDeadlineIsSetOnlyWhenItsGrainChanges(t *testing.T) {
 	d := &deadlineConn{}
 	f := newFrameConn(d)
@@ -308,6 +313,10 @@ func TestWriteDeadlineIsSetOnlyWhenItsGrainChanges(t *testing.T) {
 	for i, s := range steps {
 		n := len(d.set)
 		f.SetWriteDeadline(s.at)
+		if len(d.set) != n {
+			t.Fatalf("step %d: deadline %v set %v before the write", i, s.at, d.set[n:])
+		}
+		f.Write([]byte("x"))
 		switch {
 		case s.at.IsZero():
 			if len(d.set) != n+1 || !d.set[n].IsZero() {
@@ -332,6 +341,13 @@ func TestWriteDeadlineIsSetOnlyWhenItsGrainChanges(t *testing.T) {
 // a client that does not read stalls the server's writes soon.
 func tcpPair(t *testing.T) (server *frameConn, client *net.TCPConn) {
 	t.Helper()
+	sc, cc := tcpConns(t)
+	return newFrameConn(sc), cc
+}
+
+// tcpConns are tcpPair's sockets.
+func tcpConns(t *testing.T) (server, client *net.TCPConn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -348,7 +364,7 @@ func tcpPair(t *testing.T) (server *frameConn, client *net.TCPConn) {
 	cc.(*net.TCPConn).SetReadBuffer(4 << 10)
 	sc.(*net.TCPConn).SetWriteBuffer(4 << 10)
 	t.Cleanup(func() { cc.Close(); sc.Close() })
-	return newFrameConn(sc), cc.(*net.TCPConn)
+	return sc.(*net.TCPConn), cc.(*net.TCPConn)
 }
 
 // TestRoundWritesDoNotWait: a round writer's writes and control frames
@@ -450,5 +466,153 @@ func TestStallLimits(t *testing.T) {
 	}
 	if _, err := f.Write([]byte("x")); !errors.Is(err, errStalled) {
 		t.Fatalf("a write after the flush failed: %v, want errStalled", err)
+	}
+}
+
+// countedDeadlines is a server socket that counts the write deadlines set
+// on it. It keeps its file descriptor (SyscallConn), so frameConn writes
+// it as it writes a client's.
+type countedDeadlines struct {
+	*net.TCPConn
+	sets atomic.Int32
+}
+
+func (c *countedDeadlines) SetWriteDeadline(t time.Time) error {
+	c.sets.Add(1)
+	return c.TCPConn.SetWriteDeadline(t)
+}
+
+// TestRoundWritesLeaveTheSocketDeadline: a round writer's writes and
+// control frames never wait, so they leave the socket's write deadline
+// alone, however the deadline gorilla sets before each write moves; a
+// write that may wait sets it, once per grain.
+func TestRoundWritesLeaveTheSocketDeadline(t *testing.T) {
+	sc, cl := tcpConns(t)
+	sc.SetWriteBuffer(1 << 20) // room for every write: nothing stalls
+	sock := &countedDeadlines{TCPConn: sc}
+	f := newFrameConn(sock)
+	if f.raw == nil {
+		t.Fatal("the socket has no file descriptor")
+	}
+	go io.Copy(io.Discard, cl)
+	write := func(at time.Time, b []byte) {
+		t.Helper()
+		f.SetWriteDeadline(at) // as gorilla does before every write
+		if n, err := f.Write(b); err != nil || n != len(b) {
+			t.Fatalf("write: %d, %v", n, err)
+		}
+	}
+	sets := func(want int32, after string) {
+		t.Helper()
+		if f.stalled.Load() {
+			t.Fatal("stalled: the flusher sets deadlines of its own")
+		}
+		if n := sock.sets.Load(); n != want {
+			t.Fatalf("after %s: %d write deadlines set on the socket, want %d", after, n, want)
+		}
+	}
+	now := time.Now()
+	msg := bytes.Repeat([]byte("m"), 100)
+	ping := []byte{0x89, 1, 'p'}
+	write(now.Add(writeTimeout), msg)
+	sets(1, "a write that may wait")
+
+	f.setTry(true)
+	for i := range 20 {
+		write(now.Add(writeTimeout+time.Duration(i)*deadlineGrain), msg)
+		write(now.Add(time.Duration(i)*deadlineGrain), ping)
+	}
+	f.setTry(false)
+	write(now.Add(time.Hour), ping) // a pong, or the sweep's ping
+	sets(1, "round writes and control frames")
+
+	write(now.Add(2*writeTimeout), msg)
+	write(now.Add(2*writeTimeout), msg)
+	sets(2, "two writes that may wait, in a new grain")
+}
+
+// TestRoundWritesAfterTheDeadlinePassed: the socket keeps the deadline of
+// the last write that could wait; once it has passed (a connection idle
+// since), a round writer's writes still go through.
+func TestRoundWritesAfterTheDeadlinePassed(t *testing.T) {
+	f, cl := tcpPair(t)
+	f.SetWriteDeadline(time.Now().Add(-time.Hour))
+	var ne net.Error
+	if _, err := f.Write([]byte("late")); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("a write that may wait, past its deadline: %v, want a timeout", err)
+	}
+	f.setTry(true)
+	f.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := f.Write([]byte("round")); err != nil {
+		t.Fatalf("a round write after the socket's deadline passed: %v", err)
+	}
+	f.setTry(false)
+	got := make([]byte, 5)
+	cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(cl, got); err != nil || string(got) != "round" {
+		t.Fatalf("the client read %q, %v", got, err)
+	}
+}
+
+// TestWaitingWriteTimesOut: a write that may wait, to a client that does
+// not read, fails by its deadline rounded up to the grain, also after
+// round writes (which set no deadline) and after a stall whose flusher set
+// deadlines of its own.
+func TestWaitingWriteTimesOut(t *testing.T) {
+	f, cl := tcpPair(t)
+	at := time.Now().Add(500 * time.Millisecond)
+	due := at.Truncate(deadlineGrain).Add(deadlineGrain) // on the socket
+	write := func(b []byte) error {
+		f.SetWriteDeadline(at) // as gorilla does before every write
+		_, err := f.Write(b)
+		return err
+	}
+	if err := write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	sent := len("first")
+
+	// Round writes the client does not read, until they stall; then it
+	// reads them all, and the flusher ends.
+	f.setTry(true)
+	chunk := make([]byte, 16<<10)
+	for i := 0; !f.stalled.Load(); i++ {
+		if i > 1000 {
+			t.Fatal("16 MB written to a client that does not read, and no stall")
+		}
+		if err := write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		sent += len(chunk)
+	}
+	f.setTry(false)
+	if _, err := io.ReadFull(cl, make([]byte, sent)); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(5 * time.Second); f.stalled.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("still stalled after the client read everything")
+		}
+	}
+
+	// The client reads no more. The flusher's deadline (10 s after it
+	// started) is later than the write's: should the write wait for it,
+	// the client goes away first, and the write fails otherwise.
+	guard := time.AfterFunc(time.Until(due)+3*time.Second, func() { cl.SetLinger(0); cl.Close() })
+	defer guard.Stop()
+	var err error
+	for err == nil {
+		err = write(chunk)
+	}
+	ended := time.Now()
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("a write to a client that does not read: %v, want a timeout", err)
+	}
+	if ended.Before(at) {
+		t.Errorf("timed out %v before its deadline", at.Sub(ended))
+	}
+	if late := ended.Sub(due); late > time.Second {
+		t.Errorf("timed out %v after the deadline on the socket", late)
 	}
 }
