@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -318,6 +319,15 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 		return r.finish(s, stdout)
 	}
 	s.ConnectSec = time.Since(t0).Seconds()
+	if burst > 0 {
+		// Collect what connecting left behind (upgrade and sync replies),
+		// so that the burst allocates from memory already mapped: the
+		// heap grows (GOGC=300 in the fan-out) otherwise, into fresh
+		// pages, and in the fan-out's burst a tenth of the load
+		// generator's time went to those page faults (docs/benchmarks.md,
+		// session 15).
+		runtime.GC()
+	}
 	if readyFile != "" {
 		if err := os.WriteFile(readyFile, nil, 0o644); err != nil {
 			return err
