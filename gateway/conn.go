@@ -53,7 +53,8 @@ type Conn struct {
 	held     []*outFrame // at most maxHeld
 	heldLost bool        // held overflowed: the sync reply says more
 	// From the first sync reply until seamUntil (seamWindow; the sweep
-	// drops it then): the last sequence the reply gave per conversation.
+	// drops it within a tick after): the last sequence the reply gave per
+	// conversation.
 	// Held messages at or below it are dropped when the reply goes out,
 	// and so are those still on their way through the bus (deliver).
 	seam        map[int64]int64

@@ -322,10 +322,14 @@ func (h *hub) watchers(account int64) []*Conn {
 	return out
 }
 
-// each calls fn for every connection (maintenance, drain).
-func (h *hub) each(fn func(*Conn)) {
+// each calls fn for every connection (drain, ended sessions).
+func (h *hub) each(fn func(*Conn)) { h.eachOf(0, 1, fn) }
+
+// eachOf calls fn for the connections of the shards whose index is part
+// modulo parts (a maintenance sweep's share).
+func (h *hub) eachOf(part, parts int, fn func(*Conn)) {
 	var all []*Conn
-	for i := range hubShards {
+	for i := part; i < hubShards; i += parts {
 		sh := &h.users[i]
 		sh.mu.RLock()
 		for _, u := range sh.m {
