@@ -15,6 +15,11 @@
 #              of FANOUT_SIZE (2,000); one message into every group at once,
 #              from FANOUT_CONNS/19,000 load generator processes (ws-merge
 #              combines them). Not in the default set.
+#   floor      the fan-out's shape on bare TCP (loadgen tcp-floor): FANOUT_CONNS
+#              connections from as many processes as the fan-out has shards
+#              to 6 processes that write one message to each, RUNS bursts;
+#              no WebSocket, JSON, NATS or database: what the fan-out's
+#              latency cannot go below on this machine. Not in the default set.
 #
 # It builds zhangban, the load generator (with GOEXPERIMENT=jsonv2 unless
 # LOADGEN_GOEXPERIMENT says otherwise) and nats-server, starts NATS and
@@ -261,6 +266,13 @@ case_fanout() {
 		for p in "${gw[@]}"; do stop_node "$p"; done
 	done
 	results+=("fanout ($FANOUT_CONNS clients, 6 gateways, groups of $FANOUT_SIZE, one message each): p99 ms median $(median latency.p99_ms "${out[@]}") (runs: $(values latency.p99_ms "${out[@]}")); arrival in the clients' sockets p99 ms median $(median arrival_latency.p99_ms "${out[@]}") (runs: $(values arrival_latency.p99_ms "${out[@]}")); max ms: $(values latency.max_ms "${out[@]}"); delivered: $(values delivered "${out[@]}") of $(values expected "${out[@]}"); lost: $(values lost "${out[@]}"); duplicated: $(values duplicated "${out[@]}")")
+}
+
+case_floor() {
+	local shards=${FANOUT_SHARDS:-$(((FANOUT_CONNS + 18999) / 19000))}
+	"$dir/bin/loadgen" tcp-floor --conns "$FANOUT_CONNS" --servers 6 --receivers "$shards" --bursts "$RUNS" \
+		--json --label floor | tee "$dir/out/floor.txt" || true
+	results+=("floor ($FANOUT_CONNS connections, bare TCP, 6 writing processes, $shards reading): p99 ms median $(median p99_ms_median "$dir/out/floor.txt") (bursts: $(grep '^{' "$dir/out/floor.txt" | jq -r '[.bursts[].p99_ms] | map(tostring) | join(" ")')); delivered: $(values delivered "$dir/out/floor.txt") of $(values expected "$dir/out/floor.txt")")
 }
 
 for c in $CASES; do "case_$c"; done
