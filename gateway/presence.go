@@ -171,12 +171,21 @@ func (p *presence) write(ctx context.Context, ons, offs []int64) error {
 
 // state reads the system-wide presence of accounts. LastSeen is set only
 // for accounts that are offline.
+//
+// The lateral join looks each account up in gw_presence's primary key.
+// Written as EXISTS (SELECT …) in the select list, PostgreSQL turned it
+// into a hashed subplan, which reads every live presence row to answer for
+// a few accounts: 10 ms for 201 accounts with 19,000 users online, 2 ms
+// this way, and the former grows with everyone online (100,000 in the
+// fan-out, where announcing the users who came online took most of the
+// database's CPU).
 func (p *presence) state(ctx context.Context, accounts []int64) ([]Presence, error) {
-	rows, err := p.g.pool.Query(ctx, `SELECT a.id,
-			EXISTS (SELECT 1 FROM gw_presence pr JOIN gw_nodes n ON n.id = pr.node_id
-				WHERE pr.account_id = a.id AND n.heartbeat_at > now() - $2::interval),
-			ls.at
-		FROM unnest($1::bigint[]) AS a(id) LEFT JOIN gw_last_seen ls ON ls.account_id = a.id ORDER BY a.id`,
+	rows, err := p.g.pool.Query(ctx, `SELECT a.id, on_node.account_id IS NOT NULL, ls.at
+		FROM unnest($1::bigint[]) AS a(id)
+		LEFT JOIN LATERAL (SELECT pr.account_id FROM gw_presence pr JOIN gw_nodes n ON n.id = pr.node_id
+			WHERE pr.account_id = a.id AND n.heartbeat_at > now() - $2::interval LIMIT 1) on_node ON true
+		LEFT JOIN gw_last_seen ls ON ls.account_id = a.id
+		ORDER BY a.id`,
 		accounts, presenceExpiry.String())
 	if err != nil {
 		return nil, err
