@@ -180,7 +180,7 @@ func (c *floorChild) next(ctx context.Context) (string, error) {
 	select {
 	case l, ok := <-c.lines:
 		if !ok {
-			return "", fmt.Errorf("a tcp-floor process (%s) ended early: %v", strings.Join(c.cmd.Args[1:3], " "), c.cmd.Wait())
+			return "", fmt.Errorf("a tcp-floor process (%s) ended early: %v", strings.Join(c.cmd.Args[2:4], " "), c.cmd.Wait())
 		}
 		return l, nil
 	case <-ctx.Done():
