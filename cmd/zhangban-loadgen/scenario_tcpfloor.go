@@ -39,7 +39,7 @@ import (
 //	          read) and then "burst B GOT"
 //
 // The connections are made once and the burst repeated --bursts times,
-// --pause apart: making 100,000 loopback connections takes minutes here.
+// --pause apart: making 100,000 loopback connections took 26 s here.
 
 // floorMaxPerProcess keeps each process under the 20,000 open files a
 // process may hold here, with room for the runtime's own.
@@ -286,7 +286,11 @@ func floorRun(ctx context.Context, f floorFlags, stderr io.Writer) (*floorResult
 				if err != nil {
 					return nil, err
 				}
-				if ns, err := strconv.ParseInt(strings.TrimPrefix(l, "a "), 10, 64); err == nil && strings.HasPrefix(l, "a ") {
+				if at, ok := strings.CutPrefix(l, "a "); ok {
+					ns, err := strconv.ParseInt(at, 10, 64)
+					if err != nil {
+						return nil, fmt.Errorf("a tcp-floor receiver said %q", l)
+					}
 					lats = append(lats, time.Unix(0, ns).Sub(start))
 					n++
 					continue

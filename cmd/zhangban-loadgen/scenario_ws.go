@@ -814,9 +814,8 @@ func (fl *fleet) waitDelivered(ctx context.Context, want int64, timeout time.Dur
 	}
 }
 
-// latencyStats summarises sorted latencies like the HTTP scenarios do.
-// latencyStatsOf summarises ls, or is nil when there are none: for the
-// summary's optional latencies.
+// latencyStatsOf summarises sorted latencies, or is nil when there are
+// none: for the summary's optional latencies.
 func latencyStatsOf(ls []time.Duration) *latencySummary {
 	if len(ls) == 0 {
 		return nil
@@ -825,6 +824,7 @@ func latencyStatsOf(ls []time.Duration) *latencySummary {
 	return &l
 }
 
+// latencyStats summarises sorted latencies like the HTTP scenarios do.
 func latencyStats(sorted []time.Duration) latencySummary {
 	var l latencySummary
 	l.Samples = len(sorted)
