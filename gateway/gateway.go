@@ -283,6 +283,8 @@ func (g *Gateway) onEvent(m *nats.Msg) {
 	// them, and syncs, after it was counted. It does not decode what every
 	// node receives (an API-only node, or one drained).
 	if g.hub.accounts.Load() > 0 {
+		// The event's data shares m.Data, which nats.go gives each
+		// message of its own and never reuses.
 		e, err := event.Decode(m.Data)
 		if err != nil {
 			g.log.Warn("dropping a malformed event", "err", err)

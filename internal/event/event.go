@@ -1,6 +1,7 @@
 package event
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -137,13 +138,151 @@ func (b *Bus) Publish(ctx context.Context, e Event) {
 	}
 }
 
-// Decode parses an event received from the bus.
+// Decode parses an event received from the bus. Data may share buf's
+// bytes, so buf must not change while the event is in use.
+//
+// Events as AppendJSON writes them, which is how every node publishes,
+// are parsed by hand (decodeCanonical); json.Unmarshal's reflection and
+// its passes over the data were a sixth of a busy node's JSON decoding
+// (docs/benchmarks.md, session 16). Anything else is decoded by
+// json.Unmarshal, and both give the same event (FuzzDecode).
 func Decode(buf []byte) (Event, error) {
+	if e, ok := decodeCanonical(buf); ok {
+		return e, e.validate()
+	}
+	return decodeReflect(buf)
+}
+
+func decodeReflect(buf []byte) (Event, error) {
 	var e Event
 	if err := json.Unmarshal(buf, &e); err != nil {
 		return Event{}, fmt.Errorf("decoding an event: %w", err)
 	}
 	return e, e.validate()
+}
+
+// decodeCanonical parses buf when it has exactly AppendJSON's layout:
+// the keys in its order, no space, a type of printable ASCII without
+// escapes, decimal integers, non-empty id lists and data that is one JSON
+// value other than null. ok is false for anything else, which json.Unmarshal
+// then decides.
+func decodeCanonical(buf []byte) (e Event, ok bool) {
+	rest, ok := bytes.CutPrefix(buf, []byte(`{"type":"`))
+	if !ok {
+		return Event{}, false
+	}
+	end := 0
+	for end < len(rest) && rest[end] != '"' {
+		if c := rest[end]; c < 0x20 || c > 0x7e || c == '\\' {
+			return Event{}, false
+		}
+		end++
+	}
+	if end == len(rest) {
+		return Event{}, false
+	}
+	e.Type, rest = eventType(rest[:end]), rest[end+1:]
+	if rest, ok = cutInt(rest, `,"conv":`, &e.Conv); !ok {
+		return Event{}, false
+	}
+	if rest, ok = cutInt(rest, `,"seq":`, &e.Seq); !ok {
+		return Event{}, false
+	}
+	if rest, ok = cutIDs(rest, `,"to":`, &e.To); !ok {
+		return Event{}, false
+	}
+	if rest, ok = cutIDs(rest, `,"join":`, &e.Join); !ok {
+		return Event{}, false
+	}
+	if rest, ok = cutIDs(rest, `,"leave":`, &e.Leave); !ok {
+		return Event{}, false
+	}
+	data, ok := bytes.CutPrefix(rest, []byte(`,"data":`))
+	if !ok || len(data) < 2 || data[len(data)-1] != '}' {
+		return Event{}, false
+	}
+	data = data[:len(data)-1]
+	// json.Valid allows space around the value, which json.Unmarshal
+	// would not keep in Data; null is left to it as well.
+	if isSpace(data[0]) || isSpace(data[len(data)-1]) || data[0] == 'n' || !json.Valid(data) {
+		return Event{}, false
+	}
+	e.Data = data[:len(data):len(data)]
+	return e, true
+}
+
+// eventType returns the known types without allocating.
+func eventType(b []byte) string {
+	switch string(b) {
+	case TypeMessage:
+		return TypeMessage
+	case TypeRead:
+		return TypeRead
+	case TypeConversation:
+		return TypeConversation
+	case TypePresence:
+		return TypePresence
+	}
+	return string(b)
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// cutInt parses key and the integer after it at the start of b, if b
+// starts with key; ok is false when the integer is not one
+// strconv.AppendInt writes for a value json.Unmarshal takes as it is.
+func cutInt(b []byte, key string, v *int64) (rest []byte, ok bool) {
+	rest, found := bytes.CutPrefix(b, []byte(key))
+	if !found {
+		return b, true
+	}
+	n, rest, ok := parseInt(rest)
+	*v = n
+	return rest, ok
+}
+
+// cutIDs parses key and the non-empty list of integers after it at the
+// start of b, if b starts with key.
+func cutIDs(b []byte, key string, ids *[]int64) (rest []byte, ok bool) {
+	rest, found := bytes.CutPrefix(b, []byte(key))
+	if !found {
+		return b, true
+	}
+	var list []int64
+	sep := byte('[')
+	for len(rest) > 0 && rest[0] == sep {
+		var n int64
+		if n, rest, ok = parseInt(rest[1:]); !ok {
+			return b, false
+		}
+		list, sep = append(list, n), ','
+	}
+	if len(list) == 0 || len(rest) == 0 || rest[0] != ']' {
+		return b, false
+	}
+	*ids = list
+	return rest[1:], true
+}
+
+// parseInt parses a decimal integer of at most 18 digits (no overflow),
+// without a leading zero, at the start of b.
+func parseInt(b []byte) (n int64, rest []byte, ok bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	i := 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		n = n*10 + int64(b[i]-'0')
+		i++
+	}
+	if i == 0 || i > 18 || (b[0] == '0' && (i > 1 || neg)) {
+		return 0, nil, false
+	}
+	if neg {
+		n = -n
+	}
+	return n, b[i:], true
 }
 
 // Discard is a Publisher that drops everything (operator tools, tests).
