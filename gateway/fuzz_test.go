@@ -56,6 +56,12 @@ func FuzzStrictUnmarshal(f *testing.F) {
 		`{"accounts":[1,2],"watch":true}`, `{"Type":"x"}`, `{"t\u0079pe":"x"}`, `{"type":"a","type":"b"}`,
 		`{"type":"x"} {}`, `{"type":"x","bogus":1}`, ` null `, `[]`, `{"conv":1.5}`, `{"text":"\ud800"}`,
 		`{"id":"\"}","type":"x"}`, `{"data":{"x":"\\"},"type":"y"}`, `{"ID":"1","type":"ping"}`, `{}`, `{"type":"ping",}`,
+		// The hand decoder's edges (decodeFast).
+		` { "conv" : 1 , "seq" : 2 } `, `{"conv":1,"seq":2,"conv":3}`, `{"conv":-0,"seq":1}`, `{"conv":01}`, `{"conv":1e2}`,
+		`{"conv":1,"mentions":[ 1 , -2 ],"payload":null}`, `{"mentions":[]}`, `{"mentions":[1,]}`, `{"mentions":[1 2]}`,
+		`{"type":"send","data":null}`, `{"type":"send","data": {"a":[1,{"b":"}"}]} }`, `{"type":"x","data":{"a":1}x}`,
+		`{"text":"a\u0000b","client_id":"\u4f60"}`, "{\"text\":\"\xff\"}", `{"te\u0078t":"a"}`, `{"conv":1}{}`, `{"conv":1,}`,
+		`{"id":"1","type":"a","data":1,"x":2}`, `{"type":"ack","data":{"conv":1,"seq":2}}`,
 	} {
 		f.Add([]byte(s))
 	}

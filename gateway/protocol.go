@@ -20,7 +20,6 @@ const (
 	maxQueue        = 4096 // frames queued for any client
 	writeTimeout    = 10 * time.Second
 	pingInterval    = 25 * time.Second
-	silenceLimit    = 60 * time.Second
 	authTimeout     = 10 * time.Second
 	refreshBefore   = 60 * time.Second
 	ratePerSecond   = 50

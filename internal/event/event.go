@@ -10,6 +10,8 @@ import (
 	"strconv"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/zhangban/zhangban/internal/jsonlit"
 )
 
 // Subject is the bus subject every event travels on; every gateway node
@@ -236,7 +238,7 @@ func cutInt(b []byte, key string, v *int64) (rest []byte, ok bool) {
 	if !found {
 		return b, true
 	}
-	n, rest, ok := parseInt(rest)
+	n, rest, ok := jsonlit.CutInt(rest)
 	*v = n
 	return rest, ok
 }
@@ -252,7 +254,7 @@ func cutIDs(b []byte, key string, ids *[]int64) (rest []byte, ok bool) {
 	sep := byte('[')
 	for len(rest) > 0 && rest[0] == sep {
 		var n int64
-		if n, rest, ok = parseInt(rest[1:]); !ok {
+		if n, rest, ok = jsonlit.CutInt(rest[1:]); !ok {
 			return b, false
 		}
 		list, sep = append(list, n), ','
@@ -262,27 +264,6 @@ func cutIDs(b []byte, key string, ids *[]int64) (rest []byte, ok bool) {
 	}
 	*ids = list
 	return rest[1:], true
-}
-
-// parseInt parses a decimal integer of at most 18 digits (no overflow),
-// without a leading zero, at the start of b.
-func parseInt(b []byte) (n int64, rest []byte, ok bool) {
-	neg := len(b) > 0 && b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	i := 0
-	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-		n = n*10 + int64(b[i]-'0')
-		i++
-	}
-	if i == 0 || i > 18 || (b[0] == '0' && (i > 1 || neg)) {
-		return 0, nil, false
-	}
-	if neg {
-		n = -n
-	}
-	return n, b[i:], true
 }
 
 // Discard is a Publisher that drops everything (operator tools, tests).
