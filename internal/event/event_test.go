@@ -129,20 +129,3 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
-
-// FuzzAppendJSONString: AppendJSONString writes the bytes json.Marshal
-// writes for any string.
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range []string{"", "hi", "下午三点开会", `"q" \ <&>`, "\x00\b\f\n\r\t\x1f\x7f", "a\xffb\xc3", "\u2028\u2029", "😀\U0010ffff"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		want, err := json.Marshal(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := AppendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
-			t.Fatalf("%q: got %s, want %s", s, got[1:], want)
-		}
-	})
-}

@@ -1,7 +1,8 @@
 // Package jsonlit parses the JSON literals that hand-written decoders of
 // hot paths take as they are: integers and plain strings, exactly as
 // encoding/json would decode them. Anything they do not take, the caller
-// leaves to encoding/json.
+// leaves to encoding/json. AppendString writes strings for hand-written
+// encoders, exactly as encoding/json would.
 package jsonlit
 
 import "unicode/utf8"
@@ -51,4 +52,57 @@ func String(b []byte) (string, bool) {
 		return "", false
 	}
 	return string(s), true
+}
+
+// AppendString appends s as a JSON string exactly as encoding/json
+// writes it: quotes, backslashes and control characters escaped, invalid
+// UTF-8 as U+FFFD, U+2028 and U+2029 escaped, and with escapeHTML (as
+// json.Marshal has it) '<', '>' and '&' too (FuzzAppendString).
+func AppendString(b []byte, s string, escapeHTML bool) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && (!escapeHTML || (c != '<' && c != '>' && c != '&')) {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			start = i + size
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			start = i + size
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }

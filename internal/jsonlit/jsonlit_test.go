@@ -1,7 +1,9 @@
 package jsonlit
 
 import (
+	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -48,6 +50,27 @@ func FuzzLiterals(f *testing.F) {
 			var want string
 			if err := json.Unmarshal(b, &want); err != nil || want != s {
 				t.Fatalf("String(%q) = %q; json.Unmarshal: %q, %v", b, s, want, err)
+			}
+		}
+	})
+}
+
+// FuzzAppendString: AppendString writes the bytes encoding/json writes
+// for any string, with HTML escaping (json.Marshal) and without.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "hi", "下午三点开会", `"q" \ <&>`, "\x00\b\f\n\r\t\x1f\x7f", "a\xffb\xc3", "\u2028\u2029", "😀\U0010ffff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, html := range []bool{true, false} {
+			var want bytes.Buffer
+			enc := json.NewEncoder(&want)
+			enc.SetEscapeHTML(html)
+			if err := enc.Encode(s); err != nil {
+				t.Fatal(err)
+			}
+			if got := AppendString([]byte("x"), s, html); string(got) != "x"+strings.TrimSuffix(want.String(), "\n") {
+				t.Fatalf("%q, escapeHTML %v: got %s, want %s", s, html, got[1:], want.String())
 			}
 		}
 	})
