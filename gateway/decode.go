@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+
+	"github.com/zhangban/zhangban/internal/jsonlit"
 )
 
 // strictUnmarshal decodes exactly one JSON value with no unknown fields, as
@@ -149,7 +151,7 @@ func keysKnown(buf []byte, names map[string]struct{}) bool {
 }
 
 func skipSpace(buf []byte, i int) int {
-	for i < len(buf) && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r') {
+	for i < len(buf) && jsonlit.IsSpace(buf[i]) {
 		i++
 	}
 	return i

@@ -181,25 +181,6 @@ func rawValue(val []byte) (json.RawMessage, bool) {
 
 // intList takes a non-empty list of integers jsonlit takes.
 func intList(val []byte) ([]int64, bool) {
-	if len(val) < 2 || val[0] != '[' || val[len(val)-1] != ']' {
-		return nil, false
-	}
-	var ids []int64
-	i := 1
-	for {
-		i = skipSpace(val, i)
-		n, rest, ok := jsonlit.CutInt(val[i:])
-		if !ok {
-			return nil, false
-		}
-		ids = append(ids, n)
-		i = skipSpace(val, len(val)-len(rest))
-		if i == len(val)-1 { // the ']', which CutInt never takes
-			return ids, true
-		}
-		if val[i] != ',' {
-			return nil, false
-		}
-		i++
-	}
+	ids, rest, ok := jsonlit.CutInts(val)
+	return ids, ok && len(rest) == 0
 }

@@ -157,7 +157,7 @@ func decodeReflect(buf []byte) (Event, error) {
 // decodeCanonical parses buf when it has exactly AppendJSON's layout:
 // the keys in its order, no space, a type of printable ASCII without
 // escapes, decimal integers, non-empty id lists and data that is one JSON
-// value other than null. ok is false for anything else, which json.Unmarshal
+// value. ok is false for anything else, which json.Unmarshal
 // then decides.
 func decodeCanonical(buf []byte) (e Event, ok bool) {
 	rest, ok := bytes.CutPrefix(buf, []byte(`{"type":"`))
@@ -196,8 +196,8 @@ func decodeCanonical(buf []byte) (e Event, ok bool) {
 	}
 	data = data[:len(data)-1]
 	// json.Valid allows space around the value, which json.Unmarshal
-	// would not keep in Data; null is left to it as well.
-	if isSpace(data[0]) || isSpace(data[len(data)-1]) || data[0] == 'n' || !json.Valid(data) {
+	// would not keep in Data.
+	if jsonlit.IsSpace(data[0]) || jsonlit.IsSpace(data[len(data)-1]) || !json.Valid(data) {
 		return Event{}, false
 	}
 	e.Data = data[:len(data):len(data)]
@@ -219,8 +219,6 @@ func eventType(b []byte) string {
 	return string(b)
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
 // cutInt parses key and the integer after it at the start of b, if b
 // starts with key; ok is false when the integer is not one
 // strconv.AppendInt writes for a value json.Unmarshal takes as it is.
@@ -241,20 +239,8 @@ func cutIDs(b []byte, key string, ids *[]int64) (rest []byte, ok bool) {
 	if !found {
 		return b, true
 	}
-	var list []int64
-	sep := byte('[')
-	for len(rest) > 0 && rest[0] == sep {
-		var n int64
-		if n, rest, ok = jsonlit.CutInt(rest[1:]); !ok {
-			return b, false
-		}
-		list, sep = append(list, n), ','
-	}
-	if len(list) == 0 || len(rest) == 0 || rest[0] != ']' {
-		return b, false
-	}
-	*ids = list
-	return rest[1:], true
+	*ids, rest, ok = jsonlit.CutInts(rest)
+	return rest, ok
 }
 
 // Discard is a Publisher that drops everything (operator tools, tests).

@@ -92,7 +92,7 @@ func TestDecodeCanonical(t *testing.T) {
 		}
 	}
 	for _, s := range []string{
-		`{"type":"x","conv":1, "data":{}}`, `{"type":"x","conv":01,"data":{}}`, `{"type":"x","data":null}`,
+		`{"type":"x","conv":1, "data":{}}`, `{"type":"x","conv":01,"data":{}}`,
 		`{"type":"x","to":[],"data":1}`, `{"type":"\u0078","data":1}`, `{"type":"x","data":{}} `,
 		`{"type":"x","seq":1234567890123456789,"data":1}`, `{"type":"x","seq":-0,"data":1}`, `{"type":"x","data":{},"to":[1]}`,
 		`{"type":"x","data": {}}`, `{"type":"x","data":{} }`, `{"type":"x","to":],"data":1}`, `{"type":"a\\","data":1}`,

@@ -30,6 +30,41 @@ func CutInt(b []byte) (n int64, rest []byte, ok bool) {
 	return n, b[i:], true
 }
 
+// CutInts parses the non-empty list of integers at the start of b: each
+// one CutInt takes, space allowed around them.
+func CutInts(b []byte) (ids []int64, rest []byte, ok bool) {
+	if len(b) == 0 || b[0] != '[' {
+		return nil, nil, false
+	}
+	b = b[1:]
+	for {
+		n, r, ok := CutInt(trimSpace(b))
+		if !ok {
+			return nil, nil, false
+		}
+		ids = append(ids, n)
+		b = trimSpace(r)
+		switch {
+		case len(b) > 0 && b[0] == ']':
+			return ids, b[1:], true
+		case len(b) > 0 && b[0] == ',':
+			b = b[1:]
+		default:
+			return nil, nil, false
+		}
+	}
+}
+
+// IsSpace reports whether c is JSON's white space.
+func IsSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && IsSpace(b[0]) {
+		b = b[1:]
+	}
+	return b
+}
+
 // Int parses b, which must be an integer CutInt takes and nothing else.
 func Int(b []byte) (int64, bool) {
 	n, rest, ok := CutInt(b)

@@ -3,6 +3,7 @@ package jsonlit
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -33,10 +34,24 @@ func TestString(t *testing.T) {
 	}
 }
 
+func TestCutInts(t *testing.T) {
+	for s, want := range map[string][]int64{"[1]": {1}, "[1,-2]x": {1, -2}, "[ 3 , 4 ]": {3, 4}} {
+		ids, rest, ok := CutInts([]byte(s))
+		if !ok || !slices.Equal(ids, want) || string(rest) != strings.TrimPrefix(s, s[:strings.IndexByte(s, ']')+1]) {
+			t.Errorf("CutInts(%s) = %v, %q, %v", s, ids, rest, ok)
+		}
+	}
+	for _, s := range []string{"", "1", "11]", "(1]", "[]", "[ ]", "[1", "[1,]", "[,1]", "[1 2]", "[1;2]", "[01]", `["1"]`, "[1.5]"} {
+		if _, _, ok := CutInts([]byte(s)); ok {
+			t.Errorf("CutInts(%q) took it", s)
+		}
+	}
+}
+
 // FuzzLiterals: what Int and String take, json.Unmarshal decodes to the
 // same value.
 func FuzzLiterals(f *testing.F) {
-	for _, s := range []string{"0", "-12", "01", "-0", "1e3", `"hi"`, `"你好"`, `"a\"b"`, "\"\xff\"", `"\u0041"`} {
+	for _, s := range []string{"0", "-12", "01", "-0", "1e3", "[1, -2 ]", "[1,]", `"hi"`, `"你好"`, `"a\"b"`, "\"\xff\"", `"\u0041"`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -44,6 +59,12 @@ func FuzzLiterals(f *testing.F) {
 			var want int64
 			if err := json.Unmarshal(b, &want); err != nil || want != n {
 				t.Fatalf("Int(%q) = %d; json.Unmarshal: %d, %v", b, n, want, err)
+			}
+		}
+		if ids, rest, ok := CutInts(b); ok && len(rest) == 0 {
+			var want []int64
+			if err := json.Unmarshal(b, &want); err != nil || !slices.Equal(ids, want) {
+				t.Fatalf("CutInts(%q) = %v; json.Unmarshal: %v, %v", b, ids, want, err)
 			}
 		}
 		if s, ok := String(b); ok {
