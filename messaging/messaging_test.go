@@ -70,6 +70,12 @@ type fixture struct {
 
 func newFixture(t testing.TB, accounts int, hidden ...[2]int) *fixture {
 	t.Helper()
+	return newFixtureWith(t, Options{}, accounts, hidden...)
+}
+
+// newFixtureWith is newFixture with the service's options.
+func newFixtureWith(t testing.TB, o Options, accounts int, hidden ...[2]int) *fixture {
+	t.Helper()
 	pool := testenv.DB(t)
 	ctx := context.Background()
 	f := &fixture{rec: &recorder{}}
@@ -89,7 +95,7 @@ func newFixture(t testing.TB, accounts int, hidden ...[2]int) *fixture {
 	for _, p := range hidden {
 		h[[2]int64{f.ids[p[0]], f.ids[p[1]]}] = true
 	}
-	f.svc = New(pool, seeAll{known, h}, f.rec, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	f.svc = New(pool, seeAll{known, h}, f.rec, slog.New(slog.NewTextHandler(io.Discard, nil)), o)
 	t.Cleanup(func() { f.svc.Close(context.Background()) })
 	return f
 }
@@ -213,8 +219,17 @@ func TestSendIdempotentAndValidated(t *testing.T) {
 // TestConcurrentSendsAreGapless sends from many goroutines into a few
 // conversations, with every message also retried concurrently, and checks
 // that each conversation holds 1..N exactly once.
+// The default single committer, and several, each taking the
+// conversations that map to it.
 func TestConcurrentSendsAreGapless(t *testing.T) {
-	f := newFixture(t, 4)
+	for _, committers := range []int{1, 3} {
+		t.Run(fmt.Sprintf("committers=%d", committers), func(t *testing.T) {
+			testConcurrentSendsAreGapless(t, newFixtureWith(t, Options{Committers: committers}, 4))
+		})
+	}
+}
+
+func testConcurrentSendsAreGapless(t *testing.T, f *fixture) {
 	ctx := context.Background()
 	g, err := f.svc.CreateGroup(ctx, f.actor(0), "并发", []int64{f.ids[1], f.ids[2], f.ids[3]})
 	if err != nil {
@@ -904,5 +919,16 @@ func TestSyncPage(t *testing.T) {
 	}
 	if want := map[int64]int{convs[4]: 300, convs[6]: 500}; !reflect.DeepEqual(got, want) || !res.More || res.Upto[convs[6]] != 500 {
 		t.Fatalf("second page: %v, more %v, upto %v; want %v", got, res.More, res.Upto, want)
+	}
+}
+
+// One committer unless told otherwise: on a small database a batch's
+// fixed cost is most of what a small batch costs (Options.Committers).
+func TestOneCommitterByDefault(t *testing.T) {
+	if n := len(newFixture(t, 0).svc.shards); n != 1 {
+		t.Fatalf("%d committers by default, want 1", n)
+	}
+	if n := len(newFixtureWith(t, Options{Committers: 3}, 0).svc.shards); n != 3 {
+		t.Fatalf("%d committers, want 3", n)
 	}
 }

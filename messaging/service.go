@@ -109,10 +109,16 @@ type Service struct {
 
 // Options tune the committers.
 type Options struct {
-	// Committers is how many send transactions run at once (default 2).
-	// Fewer committers take bigger batches: on 2 cores, 2 instead of 4
-	// gave direct messages at 2,000/s a p99 of 212-270 ms instead of
-	// 359-530 ms, with less CPU in PostgreSQL (docs/benchmarks.md).
+	// Committers is how many send transactions run at once (default 1).
+	// Fewer committers take bigger batches, and a batch's fixed cost in
+	// PostgreSQL (about 1 ms: the call, its statements, the commit's
+	// flush) is most of what a small one costs: on 2 cores, 2 instead of
+	// 4 gave direct messages at 2,000/s a p99 of 212-270 ms instead of
+	// 359-530 ms, and 1 instead of 2 a median round of 7.3 ms instead of
+	// 10.0 ms over six alternated runs each, with the same throughput at
+	// 11,000/s offered (docs/benchmarks.md, session 17). One committer
+	// stores up to MaxBatch sends a round trip; a database with cores to
+	// spare may take more (--send-committers).
 	Committers int
 	QueueSize  int // sends waiting per committer before callers block (default 1024)
 	MaxBatch   int // sends per transaction (default 256)
@@ -121,7 +127,7 @@ type Options struct {
 // New returns a Service and starts its committers; Close stops them.
 func New(pool *pgxpool.Pool, vis Visibility, pub event.Publisher, log *slog.Logger, o Options) *Service {
 	if o.Committers <= 0 {
-		o.Committers = 2
+		o.Committers = 1
 	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = 1024

@@ -111,7 +111,7 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 	}
 	defer az.Close()
 	orgSvc := org.NewService(d.pool, az, tree, log)
-	msgSvc := messaging.New(d.pool, orgSvc, event.NewBus(b.Conn(), log), log, messaging.Options{})
+	msgSvc := messaging.New(d.pool, orgSvc, event.NewBus(b.Conn(), log), log, messaging.Options{Committers: cfg.SendCommitters})
 	defer func() {
 		if cerr := msgSvc.Close(context.WithoutCancel(ctx)); cerr != nil {
 			log.Warn("sends still queued at exit", "err", cerr)

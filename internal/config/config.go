@@ -30,6 +30,7 @@ type Config struct {
 	Argon2Time      uint32        // argon2id passes
 	Argon2MemoryKiB uint32        // argon2id memory
 	DBMaxConns      int32         // pool size
+	SendCommitters  int           // send transactions at once (messaging.Options.Committers)
 	Demo            bool          // load the demo organisation into an empty database
 	Node            string        // gateway node name; empty generates host-pid-random
 	DebugAddr       string        // listen address of /debug/pprof; empty: none
@@ -57,6 +58,7 @@ var settings = []setting{
 	{"argon2-time", "ZHANGBAN_ARGON2_TIME", "2", "argon2id passes for new password hashes", false},
 	{"argon2-memory", "ZHANGBAN_ARGON2_MEMORY_KIB", "19456", "argon2id memory in KiB for new password hashes", false},
 	{"db-max-conns", "ZHANGBAN_DB_MAX_CONNS", "20", "PostgreSQL pool size", false},
+	{"send-committers", "ZHANGBAN_SEND_COMMITTERS", "1", "message send transactions running at once; each stores a batch of sends a round trip (more only for a database with cores to spare)", false},
 	{"node", "ZHANGBAN_NODE", "", "name of this node in presence and logs; empty generates one", false},
 	{"debug-addr", "ZHANGBAN_DEBUG_ADDR", "", "listen address of /debug/pprof (profiling; keep it on loopback); empty: off", false},
 	{"demo", "ZHANGBAN_DEMO", "true", "load the demo organisation (Zhejiang, grids, demo members) into an empty database", false},
@@ -180,6 +182,10 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, err
 	c.Argon2Time = uint32(u("argon2-time", 1, 10))
 	c.Argon2MemoryKiB = uint32(u("argon2-memory", 1024, 1<<20))
 	c.DBMaxConns = int32(u("db-max-conns", 2, 1000))
+	c.SendCommitters = int(u("send-committers", 1, 64))
+	if uint64(c.SendCommitters) >= uint64(c.DBMaxConns) && c.DBMaxConns > 0 {
+		errs = append(errs, bad("send-committers", fmt.Sprintf("must be less than --db-max-conns (%d): each committer holds a connection while it commits", c.DBMaxConns)))
+	}
 	switch get("demo") {
 	case "true", "1", "yes":
 		c.Demo = true
@@ -233,7 +239,7 @@ func (c *Config) LogAttrs() []any {
 		"access_ttl", c.AccessTTL.String(), "refresh_ttl", c.RefreshTTL.String(),
 		"jwt_key", jwt, "bootstrap_admin", redact(c.BootstrapAdmin),
 		"argon2_time", c.Argon2Time, "argon2_memory_kib", c.Argon2MemoryKiB,
-		"db_max_conns", c.DBMaxConns, "demo", c.Demo,
+		"db_max_conns", c.DBMaxConns, "send_committers", c.SendCommitters, "demo", c.Demo,
 	}
 }
 

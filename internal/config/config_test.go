@@ -68,3 +68,25 @@ func TestLogAttrsRedact(t *testing.T) {
 		t.Errorf("hosts should stay visible: %s", s)
 	}
 }
+
+func TestSendCommitters(t *testing.T) {
+	c, err := Parse("serve", nil, env(nil))
+	if err != nil || c.SendCommitters != 1 {
+		t.Fatalf("default: %d, %v", c.SendCommitters, err)
+	}
+	c, err = Parse("serve", []string{"--send-committers", "4"}, env(map[string]string{"ZHANGBAN_SEND_COMMITTERS": "2"}))
+	if err != nil || c.SendCommitters != 4 {
+		t.Fatalf("flag: %d, %v", c.SendCommitters, err)
+	}
+	for _, bad := range []map[string]string{
+		{"ZHANGBAN_SEND_COMMITTERS": "0"},
+		{"ZHANGBAN_SEND_COMMITTERS": "65"},
+		{"ZHANGBAN_SEND_COMMITTERS": "two"},
+		{"ZHANGBAN_SEND_COMMITTERS": "8", "ZHANGBAN_DB_MAX_CONNS": "8"}, // no connection left for anything else
+	} {
+		_, err := Parse("serve", nil, env(bad))
+		if err == nil || !strings.Contains(err.Error(), "--send-committers (ZHANGBAN_SEND_COMMITTERS)") {
+			t.Errorf("%v: got %v", bad, err)
+		}
+	}
+}
