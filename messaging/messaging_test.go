@@ -218,9 +218,9 @@ func TestSendIdempotentAndValidated(t *testing.T) {
 
 // TestConcurrentSendsAreGapless sends from many goroutines into a few
 // conversations, with every message also retried concurrently, and checks
-// that each conversation holds 1..N exactly once.
-// The default single committer, and several, each taking the
-// conversations that map to it.
+// that each conversation holds 1..N exactly once: with the default single
+// committer, and with several, each taking the conversations that map to
+// it.
 func TestConcurrentSendsAreGapless(t *testing.T) {
 	for _, committers := range []int{1, 3} {
 		t.Run(fmt.Sprintf("committers=%d", committers), func(t *testing.T) {
