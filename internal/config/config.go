@@ -183,7 +183,7 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, err
 	c.Argon2MemoryKiB = uint32(u("argon2-memory", 1024, 1<<20))
 	c.DBMaxConns = int32(u("db-max-conns", 2, 1000))
 	c.SendCommitters = int(u("send-committers", 1, 64))
-	if uint64(c.SendCommitters) >= uint64(c.DBMaxConns) && c.DBMaxConns > 0 {
+	if c.DBMaxConns > 0 && c.SendCommitters >= int(c.DBMaxConns) { // 0: --db-max-conns itself is wrong, and said so
 		errs = append(errs, bad("send-committers", fmt.Sprintf("must be less than --db-max-conns (%d): each committer holds a connection while it commits", c.DBMaxConns)))
 	}
 	switch get("demo") {
