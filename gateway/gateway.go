@@ -85,6 +85,9 @@ type Deps struct {
 	MaxSettingUp   int
 	AdmissionQueue int
 	AdmissionWait  time.Duration
+	// EventLinger is how long a node with no connection stays subscribed
+	// to events (default 1 minute; tests shorten it). See subscribeEvents.
+	EventLinger time.Duration
 }
 
 // Gateway is the WebSocket endpoint of one node.
@@ -113,6 +116,7 @@ type Gateway struct {
 	conns       sync.WaitGroup // connection goroutines
 	sends       sync.WaitGroup // sends waiting for their commit
 	subs        []*nats.Subscription
+	events      eventSub
 	jobs        chan *Conn    // frames to handle, run by the workers
 	rounds      chan *Conn    // connections a broadcast round writes, taken by the round writers
 	unicast     chan *Conn    // connections whose writer was started otherwise, taken by the unicast writers
@@ -196,12 +200,10 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 	if err := g.presence.register(ctx); err != nil {
 		return nil, err
 	}
-	sub, err := g.nc.Subscribe(event.Subject, g.onEvent)
-	if err != nil {
-		return nil, fmt.Errorf("subscribing to events: %w", err)
+	g.events.linger = d.EventLinger
+	if g.events.linger <= 0 {
+		g.events.linger = eventLinger
 	}
-	sub.SetPendingLimits(1<<20, 512<<20)
-	g.subs = append(g.subs, sub)
 	psub, err := g.nc.Subscribe(presenceSubject, g.presence.onEvent)
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to presence: %w", err)
@@ -280,8 +282,8 @@ type eventBatch struct {
 func (g *Gateway) onEvent(m *nats.Msg) {
 	// A node without connections has no one to route to, and no one whose
 	// conversations a membership change updates: who connects later loads
-	// them, and syncs, after it was counted. It does not decode what every
-	// node receives (an API-only node, or one drained).
+	// them, and syncs, after it was counted. It does not decode what it
+	// receives in the linger before it unsubscribes (subscribe.go).
 	if g.hub.accounts.Load() > 0 {
 		// The event's data shares m.Data, which nats.go gives each
 		// message of its own and never reuses.
@@ -656,6 +658,15 @@ func (c *Conn) setup(p *auth.Principal) bool {
 	c.expires = p.ExpiresAt
 	c.mu.Unlock()
 	g := c.g
+	if err := g.subscribeEvents(); err != nil {
+		code := CloseDraining
+		if !errors.Is(err, errStopped) {
+			code = CloseInternal
+			g.log.Error("cannot set up a connection", "err", err)
+		}
+		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, closeReasons[code]), time.Now().Add(time.Second))
+		return false
+	}
 	u, first := g.hub.attach(c)
 	c.attached = true
 	if first {
@@ -802,6 +813,7 @@ func (g *Gateway) maintain() {
 			// session 13).
 			if sweep%sweepsPerTick == 0 {
 				g.closeEndedSessions()
+				g.unsubscribeIdle(now)
 			}
 		}
 	}
@@ -956,6 +968,14 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		for _, s := range g.subs {
 			s.Unsubscribe()
 		}
+		g.events.mu.Lock()
+		g.events.stopped = true
+		if g.events.sub != nil {
+			g.events.sub.Unsubscribe()
+			g.events.sub = nil
+			g.metrics.subscribed.Set(0)
+		}
+		g.events.mu.Unlock()
 	})
 	err := waitCtx(ctx, &g.conns)
 	if err == nil {

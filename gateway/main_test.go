@@ -293,3 +293,9 @@ func counterValue(c prometheus.Counter) float64 {
 	c.Write(&d)
 	return d.GetCounter().GetValue()
 }
+
+func gaugeValue(g prometheus.Gauge) float64 {
+	var d dto.Metric
+	g.Write(&d)
+	return d.GetGauge().GetValue()
+}

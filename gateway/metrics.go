@@ -7,6 +7,7 @@ import (
 // metrics are the gateway's counters, served at /metrics.
 type metrics struct {
 	open            prometheus.Gauge
+	subscribed      prometheus.Gauge
 	events          prometheus.Counter
 	deliveries      prometheus.Counter
 	frames          prometheus.Counter
@@ -24,7 +25,9 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		open:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_connections", Help: "Open WebSocket connections."}),
+		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_connections", Help: "Open WebSocket connections."}),
+		subscribed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_events_subscribed",
+			Help: "1 while the node is subscribed to the bus's events: while it has connections, and a minute after the last one."}),
 		events:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_events_total", Help: "Events received from the bus."}),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_deliveries_total", Help: "Event frames queued for local connections."}),
 		frames:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_frames_written_total", Help: "Frames written to sockets."}),
@@ -43,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		waitingUpgrades: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_upgrades_waiting", Help: "Upgrades waiting for a set-up slot."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.open, m.events, m.deliveries, m.frames, m.writes, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.pongsFailed, m.waitingUpgrades)
+		reg.MustRegister(m.open, m.subscribed, m.events, m.deliveries, m.frames, m.writes, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.pongsFailed, m.waitingUpgrades)
 	}
 	return m
 }

@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/zhangban/zhangban/internal/event"
+)
+
+// A node is subscribed to the bus's events only while it has connections,
+// and for eventLinger after the last one went: every event goes to every
+// subscribed node, and a node without connections (one that serves only
+// the HTTP API, or one drained) has no one to deliver it to. Receiving
+// them cost such a node 1.2 s of CPU in 18 s of direct messages at
+// 2,000/s, and nats-server as much again to send them (docs/benchmarks.md,
+// session 17).
+//
+// The seam: a connection is set up only once the subscription is in
+// place, confirmed by the server (a flush), so every event published
+// after that reaches the node; the connection then loads its
+// conversations and syncs from the database, which holds everything
+// committed before. What was committed before but published after comes
+// twice, once from each, as it always could: the connection's seam drops
+// the second (seam.go).
+const eventLinger = time.Minute
+
+// errStopped: the gateway shut down; connections go elsewhere.
+var errStopped = errors.New("the node is shutting down")
+
+// eventSub is the node's subscription to events.
+type eventSub struct {
+	mu      sync.Mutex
+	sub     *nats.Subscription // nil while unsubscribed
+	last    time.Time          // when a connection was last known to be open
+	linger  time.Duration
+	stopped bool // the gateway shut down: no more subscribing
+}
+
+// subscribeEvents subscribes the node to events, if it is not already,
+// and waits for the server to confirm it. A connection calls it before it
+// is attached: from then on it counts in g.open until it ends, and
+// unsubscribeIdle leaves the subscription alone while g.open is above 0.
+func (g *Gateway) subscribeEvents() error {
+	s := &g.events
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.last = time.Now()
+	if s.sub != nil {
+		return nil
+	}
+	if s.stopped {
+		return errStopped
+	}
+	sub, err := g.nc.Subscribe(event.Subject, g.onEvent)
+	if err != nil {
+		return fmt.Errorf("subscribing to events: %w", err)
+	}
+	sub.SetPendingLimits(1<<20, 512<<20)
+	// Flush returns once the server has the subscription: an event
+	// published after that reaches it.
+	if err := g.nc.Flush(); err != nil {
+		sub.Unsubscribe()
+		return fmt.Errorf("subscribing to events: %w", err)
+	}
+	s.sub = sub
+	g.metrics.subscribed.Set(1)
+	g.log.Info("subscribed to events")
+	return nil
+}
+
+// unsubscribeIdle ends the subscription of a node that has had no
+// connection for the linger time. The maintenance goroutine calls it
+// every tick.
+func (g *Gateway) unsubscribeIdle(now time.Time) {
+	s := &g.events
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A connection being set up counts in g.open before it subscribes
+	// (accept), so one that found the subscription in place keeps it.
+	if g.open.Load() > 0 {
+		s.last = now
+		return
+	}
+	if s.sub == nil || now.Sub(s.last) < s.linger {
+		return
+	}
+	if err := s.sub.Unsubscribe(); err != nil {
+		g.log.Warn("unsubscribing from events", "err", err)
+		return
+	}
+	s.sub = nil
+	g.metrics.subscribed.Set(0)
+	g.log.Info("unsubscribed from events: no connection for a while", "linger", s.linger.String())
+}

@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/zhangban/zhangban/internal/testenv"
+	"github.com/zhangban/zhangban/messaging"
+)
+
+// subscribedToEvents reports what the node and the bus say: whether the
+// gauge is 1 and how many subscriptions the node's NATS connection has.
+func (e *env) subscribedToEvents() (gauge float64, subs int) {
+	return gaugeValue(e.gw.metrics.subscribed), e.gw.nc.NumSubscriptions()
+}
+
+// A node listens to events only while it has connections, and for the
+// linger after the last one went. What was sent while it did not listen
+// reaches a connection that comes later by its sync, and what follows
+// live.
+func TestEventSubscriptionFollowsConnections(t *testing.T) {
+	e := newEnvWith(t, 2, time.Hour, time.Second, func(d *Deps) { d.EventLinger = 2 * time.Second })
+	ctx := context.Background()
+	d, err := e.msg.Direct(ctx, e.actor(0), e.ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	gauge, idle := e.subscribedToEvents()
+	if gauge != 0 {
+		t.Fatal("subscribed to events before any connection")
+	}
+	send := func(id string) {
+		t.Helper()
+		if _, err := e.msg.Send(ctx, e.actor(0), messaging.SendRequest{Conv: d.ID, ClientID: id, Text: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seqOf := func(f map[string]any) float64 { return f["data"].(map[string]any)["seq"].(float64) }
+
+	b := e.online(1)
+	if gauge, subs := e.subscribedToEvents(); gauge != 1 || subs != idle+1 {
+		t.Fatalf("with a connection: gauge %v, %d subscriptions (%d without)", gauge, subs, idle)
+	}
+	send("live-1")
+	if seq := seqOf(b.expect("message")); seq != 1 {
+		t.Fatalf("live message with seq %v, want 1", seq)
+	}
+	b.c.Close(websocket.StatusNormalClosure, "")
+	if gauge, subs := e.subscribedToEvents(); gauge != 1 || subs != idle+1 {
+		t.Fatalf("at once after the last connection closed: gauge %v, %d subscriptions; want them kept for the linger", gauge, subs)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if gauge, subs := e.subscribedToEvents(); gauge != 0 || subs != idle {
+			return fmt.Errorf("gauge %v, %d subscriptions (%d without)", gauge, subs, idle)
+		}
+		return nil
+	})
+
+	send("away")
+	b = e.connect(1)
+	r := b.request("s", "sync", map[string]any{"convs": map[string]int{fmt.Sprint(d.ID): 1}})
+	msgs, _ := r["data"].(map[string]any)["messages"].([]any)
+	if len(msgs) != 1 || seqOf(map[string]any{"data": msgs[0]}) != 2 {
+		t.Fatalf("sync after the node listened to nothing: %v", r)
+	}
+	send("live-2")
+	if seq := seqOf(b.expect("message")); seq != 3 {
+		t.Fatalf("live message with seq %v, want 3", seq)
+	}
+}
+
+// Connections come and go while messages flow, and the node subscribes
+// and unsubscribes between them: each connection gets every message after
+// the one it synced from, once and in order, by its sync and live.
+func TestResubscribingLosesNothing(t *testing.T) {
+	e := newEnvWith(t, 2, time.Hour, time.Second, func(d *Deps) { d.EventLinger = time.Nanosecond })
+	ctx := context.Background()
+	d, err := e.msg.Direct(ctx, e.actor(0), e.ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	sent := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; !stop.Load() && err == nil; i++ {
+			_, err = e.msg.Send(ctx, e.actor(0), messaging.SendRequest{Conv: d.ID, ClientID: fmt.Sprint("m", i), Text: "m"})
+			time.Sleep(5 * time.Millisecond)
+		}
+		sent <- err
+	}()
+	defer func() {
+		stop.Store(true)
+		if err := <-sent; err != nil {
+			t.Error(err)
+		}
+	}()
+	last := 0.0 // the last seq received, by any connection
+	resubscribed := 0
+	for round := 0; round < 8; round++ {
+		b := e.connect(1)
+		r := b.request("s", "sync", map[string]any{"convs": map[string]int{fmt.Sprint(d.ID): int(last)}})
+		if r["error"] != nil {
+			t.Fatalf("sync: %v", r)
+		}
+		msgs, _ := r["data"].(map[string]any)["messages"].([]any)
+		for _, m := range msgs {
+			seq := m.(map[string]any)["seq"].(float64)
+			if seq != last+1 {
+				t.Fatalf("round %d: sync gave seq %v after %v", round, seq, last)
+			}
+			last = seq
+		}
+		// Live messages, each the one after the last, for at least
+		// three ticks (the node's checks whether to let go): the
+		// subscription stays while the connection does.
+		for want, until := last+5, time.Now().Add(300*time.Millisecond); last < want || time.Now().Before(until); {
+			seq := b.expect("message")["data"].(map[string]any)["seq"].(float64)
+			if seq != last+1 {
+				t.Fatalf("round %d: live seq %v after %v", round, seq, last)
+			}
+			last = seq
+		}
+		b.c.Close(websocket.StatusNormalClosure, "")
+		// Wait until the node has let go of the subscription (messages
+		// keep coming meanwhile), so that the next connection subscribes
+		// again while they do.
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if gauge, _ := e.subscribedToEvents(); gauge != 0 {
+				return fmt.Errorf("still subscribed")
+			}
+			return nil
+		})
+		resubscribed++
+	}
+	if resubscribed != 8 || last < 40 {
+		t.Fatalf("%d resubscriptions, %v messages", resubscribed, last)
+	}
+}
