@@ -238,11 +238,15 @@ func TestLifecycle(t *testing.T) {
 	waitNoPostgres(t, dir, 5*time.Second)
 
 	// Warm restart keeps the data and does not print a password again.
-	p = start(t, env)
+	// It also takes a setting the messaging service must get.
+	p = start(t, append(env, "ZHANGBAN_SEND_COMMITTERS=3"))
 	warm := p.waitReady(30 * time.Second)
 	login(t, addr, "kept", "kept-password")
 	if strings.Contains(p.output(), "Sign in as") {
 		t.Fatal("a second start created another administrator")
+	}
+	if !strings.Contains(p.output(), `"msg":"sends are stored by committers","committers":3,`) {
+		t.Fatalf("ZHANGBAN_SEND_COMMITTERS=3 did not reach the messaging service:\n%s", p.output())
 	}
 	t.Logf("cold start to ready %s, warm restart %s", cold, warm)
 
