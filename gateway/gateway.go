@@ -813,6 +813,7 @@ func (g *Gateway) maintain() {
 			// session 13).
 			if sweep%sweepsPerTick == 0 {
 				g.closeEndedSessions()
+				g.checkBus()
 				g.unsubscribeIdle(now)
 			}
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/zhangban/zhangban/internal/auth"
 	"github.com/zhangban/zhangban/internal/authz"
+	"github.com/zhangban/zhangban/internal/bus"
 	"github.com/zhangban/zhangban/internal/event"
 	"github.com/zhangban/zhangban/internal/testenv"
 	"github.com/zhangban/zhangban/messaging"
@@ -56,6 +57,7 @@ type env struct {
 	ids    []int64
 	tokens []string
 	hidden map[[2]int64]bool
+	bus    *bus.Bus
 }
 
 func newEnv(t *testing.T, accounts int) *env { return newEnvWith(t, accounts, time.Hour, time.Second) }
@@ -72,7 +74,7 @@ func newEnvWith(t *testing.T, accounts int, ttl, heartbeat time.Duration, opts .
 	pool := testenv.DB(t)
 	b := testenv.Bus(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := &env{t: t, pool: pool, hidden: map[[2]int64]bool{}}
+	e := &env{t: t, pool: pool, hidden: map[[2]int64]bool{}, bus: b}
 	keys := auth.NewKeyring(bytes.Repeat([]byte("k"), 32))
 	e.auth = auth.New(pool, keys, auth.Settings{AccessTTL: ttl, RefreshTTL: time.Hour, Hash: auth.HashParams{Time: 1, MemoryKiB: 1024}}, log)
 	for i := range accounts {

@@ -8,6 +8,7 @@ import (
 type metrics struct {
 	open            prometheus.Gauge
 	subscribed      prometheus.Gauge
+	busGaps         prometheus.Counter
 	events          prometheus.Counter
 	deliveries      prometheus.Counter
 	frames          prometheus.Counter
@@ -28,6 +29,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_connections", Help: "Open WebSocket connections."}),
 		subscribed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_events_subscribed",
 			Help: "1 while the node is subscribed to the bus's events: while it has connections, and a minute after the last one."}),
+		busGaps: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_bus_gaps_total",
+			Help: "Times events may have been lost on their way to this node (the bus reconnected, or the subscription dropped events); each sends every connection a resync event."}),
 		events:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_events_total", Help: "Events received from the bus."}),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_deliveries_total", Help: "Event frames queued for local connections."}),
 		frames:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_frames_written_total", Help: "Frames written to sockets."}),
@@ -46,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		waitingUpgrades: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_upgrades_waiting", Help: "Upgrades waiting for a set-up slot."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.open, m.subscribed, m.events, m.deliveries, m.frames, m.writes, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.pongsFailed, m.waitingUpgrades)
+		reg.MustRegister(m.open, m.subscribed, m.busGaps, m.events, m.deliveries, m.frames, m.writes, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.pongsFailed, m.waitingUpgrades)
 	}
 	return m
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -28,6 +29,9 @@ import (
 // the second (seam.go).
 const eventLinger = time.Minute
 
+// subscribeWait bounds the wait for the bus to confirm a subscription.
+const subscribeWait = 5 * time.Second
+
 // errStopped: the gateway shut down; connections go elsewhere.
 var errStopped = errors.New("the node is shutting down")
 
@@ -37,7 +41,13 @@ type eventSub struct {
 	sub     *nats.Subscription // nil while unsubscribed
 	last    time.Time          // when a connection was last known to be open
 	linger  time.Duration
-	stopped bool // the gateway shut down: no more subscribing
+	failed  time.Time // when subscribing last failed
+	stopped bool      // the gateway shut down: no more subscribing
+
+	// What checkBus saw last: the NATS connection's reconnects, and the
+	// events the current subscription dropped.
+	reconnects uint64
+	dropped    int
 }
 
 // subscribeEvents subscribes the node to events, if it is not already,
@@ -55,18 +65,26 @@ func (g *Gateway) subscribeEvents() error {
 	if s.stopped {
 		return errStopped
 	}
+	if time.Since(s.failed) < subscribeWait {
+		return fmt.Errorf("subscribing to events failed %s ago", time.Since(s.failed).Round(time.Millisecond))
+	}
 	sub, err := g.nc.Subscribe(event.Subject, g.onEvent)
 	if err != nil {
+		s.failed = time.Now()
 		return fmt.Errorf("subscribing to events: %w", err)
 	}
 	sub.SetPendingLimits(1<<20, 512<<20)
-	// Flush returns once the server has the subscription: an event
-	// published after that reaches it.
-	if err := g.nc.Flush(); err != nil {
+	// The flush returns once the server has the subscription: an event
+	// published after that reaches it. Connections being set up wait
+	// for it (they hold s.mu). A bus that does not answer within
+	// subscribeWait fails this one, and those that come in the next
+	// subscribeWait at once, with 4003: they come back with back-off.
+	if err := g.nc.FlushTimeout(subscribeWait); err != nil {
 		sub.Unsubscribe()
+		s.failed = time.Now()
 		return fmt.Errorf("subscribing to events: %w", err)
 	}
-	s.sub = sub
+	s.sub, s.dropped = sub, 0
 	g.metrics.subscribed.Set(1)
 	g.log.Info("subscribed to events")
 	return nil
@@ -96,3 +114,43 @@ func (g *Gateway) unsubscribeIdle(now time.Time) {
 	g.metrics.subscribed.Set(0)
 	g.log.Info("unsubscribed from events: no connection for a while", "linger", s.linger.String())
 }
+
+// checkBus tells the node's connections to sync again when events may
+// have been lost on their way here: the NATS connection reconnected (what
+// was published while it was away went to no one here), or the
+// subscription dropped events it could not hold (nats.go's slow-consumer
+// limit). Clients then sync (docs/protocol.md, resync), which brings what
+// the node missed from the database; without it a message in a quiet
+// conversation would wait for the next message there, or the next
+// connect. The maintenance goroutine calls it every tick.
+func (g *Gateway) checkBus() {
+	s := &g.events
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	reconnects := g.nc.Stats().Reconnects
+	dropped := s.dropped
+	if s.sub != nil {
+		if n, err := s.sub.Dropped(); err == nil {
+			dropped = n
+		}
+	}
+	if reconnects == s.reconnects && dropped == s.dropped {
+		return
+	}
+	// Events published from here on reach this node: the server has its
+	// subscription again (nats.go sends it on reconnecting). A node still
+	// away tries again next tick.
+	if s.sub != nil {
+		if err := g.nc.FlushTimeout(subscribeWait); err != nil {
+			g.log.Warn("events may have been lost; the bus does not answer yet", "err", err)
+			return
+		}
+	}
+	g.log.Warn("events may have been lost on the way to this node: its connections sync again",
+		"reconnects", reconnects-s.reconnects, "dropped", dropped-s.dropped, "connections", g.open.Load())
+	s.reconnects, s.dropped = reconnects, dropped
+	g.metrics.busGaps.Inc()
+	g.hub.each(func(c *Conn) { c.send(serverEvent{Type: "resync", Data: emptyObject}) })
+}
+
+var emptyObject = json.RawMessage(`{}`)

@@ -3,12 +3,15 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/zhangban/zhangban/internal/event"
 	"github.com/zhangban/zhangban/internal/testenv"
 	"github.com/zhangban/zhangban/messaging"
 )
@@ -140,5 +143,71 @@ func TestResubscribingLosesNothing(t *testing.T) {
 	}
 	if resubscribed != 8 || last < 40 {
 		t.Fatalf("%d resubscriptions, %v messages", resubscribed, last)
+	}
+}
+
+// A node that cannot subscribe (the bus is gone) refuses connections
+// with 4003, which clients retry with back-off; it does not crash, and
+// does not attach a connection that would miss every live event.
+func TestNoBusNoConnection(t *testing.T) {
+	e := newEnv(t, 1)
+	e.bus.Close()
+	for range 2 { // the second fails at once, without asking the bus again
+		r := e.dial(nil)
+		r.send(map[string]any{"type": "auth", "id": "a", "data": map[string]any{"token": e.tokens[0]}})
+		if code := r.closeCode(); code != CloseInternal {
+			t.Fatalf("close code %d, want %d", code, CloseInternal)
+		}
+	}
+	if gauge, _ := e.subscribedToEvents(); gauge != 0 || e.gw.hub.accounts.Load() != 0 {
+		t.Fatalf("gauge %v, %d accounts attached", gauge, e.gw.hub.accounts.Load())
+	}
+}
+
+// A message whose event never reached the node (published while its bus
+// connection was away) reaches a connection after the node reconnects:
+// the node tells its connections to sync again, once.
+func TestBusReconnectSendsResync(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	d, err := e.msg.Direct(ctx, e.actor(0), e.ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.online(1)
+	// The same database without events: a send whose event is lost.
+	known := map[int64]bool{}
+	for _, id := range e.ids {
+		known[id] = true
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	lost := messaging.New(e.pool, everyone{known, e.hidden}, event.Discard{}, log, messaging.Options{})
+	defer lost.Close(ctx)
+	if _, err := lost.Send(ctx, e.actor(0), messaging.SendRequest{Conv: d.ID, ClientID: "lost", Text: "lost"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.gw.nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	b.expect("resync")
+	r := b.request("s", "sync", map[string]any{"convs": map[string]int{fmt.Sprint(d.ID): 0}})
+	msgs, _ := r["data"].(map[string]any)["messages"].([]any)
+	if len(msgs) != 1 || msgs[0].(map[string]any)["text"] != "lost" {
+		t.Fatalf("sync after resync: %v", r)
+	}
+	if n := counterValue(e.gw.metrics.busGaps); n != 1 {
+		t.Errorf("bus gaps %v, want 1", n)
+	}
+	// Once: the ticks after it (100 ms each here) send no other.
+	time.Sleep(500 * time.Millisecond)
+	if counterValue(e.gw.metrics.busGaps) != 1 {
+		t.Errorf("bus gaps %v after more ticks, want 1", counterValue(e.gw.metrics.busGaps))
+	}
+	// Live events flow on.
+	if _, err := e.msg.Send(ctx, e.actor(0), messaging.SendRequest{Conv: d.ID, ClientID: "after", Text: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	if f := b.expect("message"); f["data"].(map[string]any)["text"] != "after" {
+		t.Fatalf("live after the resync: %v", f)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/zhangban/zhangban/internal/testenv"
 )
 
 // sweepGateway is a gateway with what the maintenance sweep uses, and
@@ -136,6 +138,7 @@ func TestMaintainReachesEveryShard(t *testing.T) {
 	})
 	g.tick = 50 * time.Millisecond
 	g.auth = noneEnded{}
+	g.nc = testenv.Bus(t).Conn() // the loop checks the bus too
 	g.stop, g.done = make(chan struct{}), make(chan struct{})
 	go g.maintain()
 	defer func() { close(g.stop); <-g.done }()

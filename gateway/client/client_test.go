@@ -268,6 +268,26 @@ func TestGapFilledWithHistory(t *testing.T) {
 	}
 }
 
+// A message whose event was lost, in a conversation that then stays
+// quiet, comes with the sync a resync event starts, on the same
+// connection.
+func TestResyncEventSyncs(t *testing.T) {
+	s := newFakeServer(t)
+	c := start(t, s, nil)
+	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+	s.broadcast(s.add(1, "1"))
+	checkFor(t, wait, "message 1", func() bool { return len(c.rec.seqs(1)) == 1 })
+	s.add(1, "2") // its event is lost
+	s.last().send(event(EventResync, map[string]any{}))
+	checkFor(t, wait, "message 2", func() bool { return len(c.rec.seqs(1)) == 2 })
+	if got := c.rec.seqs(1); !slices.Equal(got, seqRange(1, 2)) {
+		t.Errorf("delivered %v", got)
+	}
+	if n, conns := len(s.framesOf("sync")), s.connectCount(); n != 2 || conns != 1 {
+		t.Errorf("%d syncs on %d connections, want 2 on 1", n, conns)
+	}
+}
+
 func TestLiveEventsHeldUntilSync(t *testing.T) {
 	s := newFakeServer(t)
 	s.add(1, "1")

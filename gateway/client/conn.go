@@ -328,6 +328,9 @@ func (c *Client) handleFrame(cn *conn, f serverFrame) {
 		json.Unmarshal(f.Data, &r)
 		c.draining(cn, jitterUp(time.Duration(r.DelayMS)*time.Millisecond))
 		c.event(f.Type, f.Data)
+	case EventResync:
+		c.q.push(item{kind: itemResync})
+		c.event(f.Type, f.Data)
 	case EventRefresh:
 		if cn.refresh.CompareAndSwap(false, true) {
 			c.wg.Add(1)

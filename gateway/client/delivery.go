@@ -18,6 +18,7 @@ const (
 	itemState                     // a state change, for OnState
 	itemConnected                 // a new connection: sync it
 	itemFlushAcks                 // the ack timer fired
+	itemResync                    // the server says events may have been lost: sync
 )
 
 // item is one entry of the dispatcher's queue. It is small (56 bytes): a
@@ -150,6 +151,8 @@ func (c *Client) handleItem(ctx context.Context, it *item) {
 		c.sync(ctx, it.cn, true)
 	case itemFlushAcks:
 		c.ackArmed = false
+	case itemResync:
+		c.needSync = true // once this batch of items is handled
 	}
 }
 

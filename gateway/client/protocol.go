@@ -24,6 +24,9 @@ const (
 	EventPresence     = "presence"
 	EventRefresh      = "refresh"
 	EventReconnect    = "reconnect"
+	// EventResync: live events may have been lost on their way to this
+	// connection; the client syncs again by itself.
+	EventResync = "resync"
 
 	// EventSync carries one page of a sync reply, before its messages go to
 	// OnMessage; Event.Sync decodes it without them.
