@@ -196,6 +196,7 @@ type Client struct {
 	ackArmed  bool
 	ackBuf    []byte
 	needSync  bool // a gap could not be filled: sync when the queue is empty
+	needWatch bool // presence events may have been lost (resync): set the watch again after that sync
 	itemSpare []item
 }
 

@@ -270,11 +270,14 @@ func TestGapFilledWithHistory(t *testing.T) {
 
 // A message whose event was lost, in a conversation that then stays
 // quiet, comes with the sync a resync event starts, on the same
-// connection.
+// connection; the presence of watched accounts is read again.
 func TestResyncEventSyncs(t *testing.T) {
 	s := newFakeServer(t)
 	c := start(t, s, nil)
 	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+	if _, err := c.Presence(context.Background(), []int64{9}, true); err != nil {
+		t.Fatal(err)
+	}
 	s.broadcast(s.add(1, "1"))
 	checkFor(t, wait, "message 1", func() bool { return len(c.rec.seqs(1)) == 1 })
 	s.add(1, "2") // its event is lost
@@ -286,6 +289,8 @@ func TestResyncEventSyncs(t *testing.T) {
 	if n, conns := len(s.framesOf("sync")), s.connectCount(); n != 2 || conns != 1 {
 		t.Errorf("%d syncs on %d connections, want 2 on 1", n, conns)
 	}
+	checkFor(t, wait, "the watch set again", func() bool { return len(s.framesOf("presence")) == 2 })
+	checkFor(t, wait, "a presence event", func() bool { return len(c.rec.eventsOf(EventPresence)) == 1 })
 }
 
 func TestLiveEventsHeldUntilSync(t *testing.T) {

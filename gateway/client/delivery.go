@@ -119,6 +119,10 @@ func (c *Client) dispatch(ctx context.Context) {
 			if cn := c.current(); cn != nil {
 				c.needSync = false
 				c.sync(ctx, cn, false)
+				if c.needWatch {
+					c.needWatch = false
+					c.rewatch(ctx, cn)
+				}
 			}
 		}
 		c.flushAcks()
@@ -147,12 +151,14 @@ func (c *Client) handleItem(ctx context.Context, it *item) {
 	case itemState:
 		c.cfg.OnState(it.state, it.err)
 	case itemConnected:
-		c.needSync = false
+		c.needSync, c.needWatch = false, false // the first sync sets the watch
 		c.sync(ctx, it.cn, true)
 	case itemFlushAcks:
 		c.ackArmed = false
 	case itemResync:
-		c.needSync = true // once this batch of items is handled
+		// Once this batch of items is handled. Presence events may have
+		// been lost with the messages: the watch's state is read again.
+		c.needSync, c.needWatch = true, true
 	}
 }
 
