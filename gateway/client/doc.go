@@ -14,8 +14,11 @@
 // processed (Seqs; persist it with Cursor and pass both back in Config to
 // resume). A live message at or below it is dropped, the next one is
 // delivered, and one after a gap waits while the gap is fetched with
-// history. So OnMessage sees every message after the resume state exactly
-// once per run, in sequence order within a conversation. A message counts
+// history. When the server says events may have been lost on their way
+// (a resync event), the client syncs again on the same connection and sets
+// its presence watch again. So OnMessage sees every message after the
+// resume state exactly once per run, in sequence order within a
+// conversation. A message counts
 // as processed when OnMessage returns: a process that dies inside the
 // callback sees the message again on its next run if it persisted the
 // state before.
