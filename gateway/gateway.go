@@ -969,14 +969,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		for _, s := range g.subs {
 			s.Unsubscribe()
 		}
-		g.events.mu.Lock()
-		g.events.stopped = true
-		if g.events.sub != nil {
-			g.events.sub.Unsubscribe()
-			g.events.sub = nil
-			g.metrics.subscribed.Set(0)
-		}
-		g.events.mu.Unlock()
+		g.stopEvents()
 	})
 	err := waitCtx(ctx, &g.conns)
 	if err == nil {

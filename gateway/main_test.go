@@ -57,6 +57,7 @@ type env struct {
 	ids    []int64
 	tokens []string
 	hidden map[[2]int64]bool
+	vis    everyone
 	bus    *bus.Bus
 }
 
@@ -95,6 +96,7 @@ func newEnvWith(t *testing.T, accounts int, ttl, heartbeat time.Duration, opts .
 		known[id] = true
 	}
 	vis := everyone{known, e.hidden}
+	e.vis = vis
 	e.msg = messaging.New(pool, vis, event.NewBus(b.Conn(), log), log, messaging.Options{})
 	d := Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond,
 		Tick: 100 * time.Millisecond, Heartbeat: heartbeat, MaxSettingUp: 4, AdmissionWait: 50 * time.Millisecond}

@@ -17,8 +17,8 @@ import (
 // subscribed node, and a node without connections (one that serves only
 // the HTTP API, or one drained) has no one to deliver it to. Receiving
 // them cost such a node 1.2 s of CPU in 18 s of direct messages at
-// 2,000/s, and nats-server as much again to send them (docs/benchmarks.md,
-// session 17).
+// 2,000/s (docs/benchmarks.md, session 17), and nats-server sent each
+// event once more.
 //
 // The seam: a connection is set up only once the subscription is in
 // place, confirmed by the server (a flush), so every event published
@@ -106,13 +106,34 @@ func (g *Gateway) unsubscribeIdle(now time.Time) {
 	if s.sub == nil || now.Sub(s.last) < s.linger {
 		return
 	}
-	if err := s.sub.Unsubscribe(); err != nil {
+	if err := g.unsubscribeLocked(); err != nil {
 		g.log.Warn("unsubscribing from events", "err", err)
 		return
 	}
+	g.log.Info("unsubscribed from events: no connection for a while", "linger", s.linger.String())
+}
+
+// unsubscribeLocked ends the subscription, if any; g.events.mu is held.
+func (g *Gateway) unsubscribeLocked() error {
+	s := &g.events
+	if s.sub == nil {
+		return nil
+	}
+	if err := s.sub.Unsubscribe(); err != nil {
+		return err
+	}
 	s.sub = nil
 	g.metrics.subscribed.Set(0)
-	g.log.Info("unsubscribed from events: no connection for a while", "linger", s.linger.String())
+	return nil
+}
+
+// stopEvents ends the subscription for good (Shutdown).
+func (g *Gateway) stopEvents() {
+	s := &g.events
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	g.unsubscribeLocked()
 }
 
 // checkBus tells the node's connections to sync again when events may
@@ -128,11 +149,14 @@ func (g *Gateway) checkBus() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reconnects := g.nc.Stats().Reconnects
-	dropped := s.dropped
-	if s.sub != nil {
-		if n, err := s.sub.Dropped(); err == nil {
-			dropped = n
-		}
+	if s.sub == nil {
+		// No event was on its way here: nothing to recover.
+		s.reconnects = reconnects
+		return
+	}
+	dropped, err := s.sub.Dropped()
+	if err != nil {
+		dropped = s.dropped
 	}
 	if reconnects == s.reconnects && dropped == s.dropped {
 		return
@@ -140,11 +164,9 @@ func (g *Gateway) checkBus() {
 	// Events published from here on reach this node: the server has its
 	// subscription again (nats.go sends it on reconnecting). A node still
 	// away tries again next tick.
-	if s.sub != nil {
-		if err := g.nc.FlushTimeout(subscribeWait); err != nil {
-			g.log.Warn("events may have been lost; the bus does not answer yet", "err", err)
-			return
-		}
+	if err := g.nc.FlushTimeout(subscribeWait); err != nil {
+		g.log.Warn("events may have been lost; the bus does not answer yet", "err", err)
+		return
 	}
 	g.log.Warn("events may have been lost on the way to this node: its connections sync again",
 		"reconnects", reconnects-s.reconnects, "dropped", dropped-s.dropped, "connections", g.open.Load())

@@ -104,7 +104,6 @@ func TestResubscribingLosesNothing(t *testing.T) {
 		}
 	}()
 	last := 0.0 // the last seq received, by any connection
-	resubscribed := 0
 	for round := 0; round < 8; round++ {
 		b := e.connect(1)
 		r := b.request("s", "sync", map[string]any{"convs": map[string]int{fmt.Sprint(d.ID): int(last)}})
@@ -139,10 +138,6 @@ func TestResubscribingLosesNothing(t *testing.T) {
 			}
 			return nil
 		})
-		resubscribed++
-	}
-	if resubscribed != 8 || last < 40 {
-		t.Fatalf("%d resubscriptions, %v messages", resubscribed, last)
 	}
 }
 
@@ -174,14 +169,26 @@ func TestBusReconnectSendsResync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A node without connections, so without a subscription, had nothing
+	// on its way: a reconnect then is no gap.
+	if err := e.gw.nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := e.gw.nc.Stats().Reconnects; n != 1 || !e.gw.nc.IsConnected() {
+			return fmt.Errorf("%d reconnects", n)
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond) // three ticks
+	if n := counterValue(e.gw.metrics.busGaps); n != 0 {
+		t.Fatalf("bus gaps %v on a node that was not subscribed", n)
+	}
+
 	b := e.online(1)
 	// The same database without events: a send whose event is lost.
-	known := map[int64]bool{}
-	for _, id := range e.ids {
-		known[id] = true
-	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	lost := messaging.New(e.pool, everyone{known, e.hidden}, event.Discard{}, log, messaging.Options{})
+	lost := messaging.New(e.pool, e.vis, event.Discard{}, log, messaging.Options{})
 	defer lost.Close(ctx)
 	if _, err := lost.Send(ctx, e.actor(0), messaging.SendRequest{Conv: d.ID, ClientID: "lost", Text: "lost"}); err != nil {
 		t.Fatal(err)
