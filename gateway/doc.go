@@ -2,7 +2,8 @@
 // (gorilla/websocket), speaking the protocol of docs/protocol.md.
 //
 // It holds no state but sockets. Domain packages publish events after
-// commit (internal/event); every node subscribes to the bus and routes each
+// commit (internal/event); every node with connections subscribes to the
+// bus, takes its own events in process (Deps.Events), and routes each
 // event to its own connections through a sharded registry: by account for
 // events addressed to people, by conversation for message events. A frame
 // for many recipients is encoded once and written as a shared

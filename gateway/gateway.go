@@ -63,10 +63,15 @@ type Deps struct {
 	Messaging  *messaging.Service
 	Visibility Visibility
 	Pool       *pgxpool.Pool
-	NATS       *nats.Conn
-	Log        *slog.Logger
-	Registry   prometheus.Registerer // optional
-	Node       string                // node name; generated when empty
+	NATS       *nats.Conn // presence, and events when Events is nil
+	// Events is the bus the node's services publish events on (optional).
+	// The node then subscribes to events on its connection, which must not
+	// echo (bus.Bus.Events), and takes its own events from it in process
+	// (event.Bus.SetLocal) rather than back from the server.
+	Events   *event.Bus
+	Log      *slog.Logger
+	Registry prometheus.Registerer // optional
+	Node     string                // node name; generated when empty
 	// AuthTimeout bounds the time to the first successful auth frame
 	// (default 10 s; tests shorten it).
 	AuthTimeout time.Duration
@@ -96,7 +101,9 @@ type Gateway struct {
 	msg  *messaging.Service
 	vis  Visibility
 	pool *pgxpool.Pool
-	nc   *nats.Conn
+	nc   *nats.Conn // presence
+	evc  *nats.Conn // events: d.Events' connection, or nc
+	evb  *event.Bus // nil: this node's own events come back from the server
 	log  *slog.Logger
 	node string
 
@@ -164,8 +171,14 @@ func New(ctx context.Context, d Deps) (*Gateway, error) {
 		rand.Read(b)
 		node = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
 	}
-	g := &Gateway{auth: d.Auth, msg: d.Messaging, vis: d.Visibility, pool: d.Pool, nc: d.NATS, log: d.Log.With("node", node), node: node,
+	g := &Gateway{auth: d.Auth, msg: d.Messaging, vis: d.Visibility, pool: d.Pool, nc: d.NATS, evc: d.NATS, log: d.Log.With("node", node), node: node,
 		hub: newHub(), metrics: newMetrics(d.Registry), stop: make(chan struct{}), done: make(chan struct{}), authTimeout: d.AuthTimeout}
+	if d.Events != nil {
+		if !d.Events.Conn().Opts.NoEcho {
+			return nil, errors.New("gateway: Deps.Events must publish on a connection without echo (bus.Bus.Events)")
+		}
+		g.evc, g.evb = d.Events.Conn(), d.Events
+	}
 	if g.authTimeout <= 0 {
 		g.authTimeout = authTimeout
 	}
@@ -302,6 +315,20 @@ func (g *Gateway) onEvent(m *nats.Msg) {
 		return
 	}
 	g.flushBatch()
+}
+
+// onLocalEvent takes an event this node published (event.Bus.SetLocal),
+// on its publisher's goroutine: the server does not send it back.
+func (g *Gateway) onLocalEvent(e *event.Event) {
+	if g.hub.accounts.Load() == 0 {
+		return
+	}
+	n := g.routeBatched(e)
+	g.metrics.localEvents.Inc()
+	g.metrics.deliveries.Add(float64(n))
+	if !g.keepOpen(false) {
+		g.flushBatch()
+	}
 }
 
 // routeBatched routes an event into the batch: the writers it needs wait

@@ -97,8 +97,9 @@ func newEnvWith(t *testing.T, accounts int, ttl, heartbeat time.Duration, opts .
 	}
 	vis := everyone{known, e.hidden}
 	e.vis = vis
-	e.msg = messaging.New(pool, vis, event.NewBus(b.Conn(), log), log, messaging.Options{})
-	d := Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond,
+	events := event.NewBus(b.Events(), log)
+	e.msg = messaging.New(pool, vis, events, log, messaging.Options{})
+	d := Deps{Auth: e.auth, Messaging: e.msg, Visibility: vis, Pool: pool, NATS: b.Conn(), Events: events, Log: log, Node: "test", AuthTimeout: 500 * time.Millisecond,
 		Tick: 100 * time.Millisecond, Heartbeat: heartbeat, MaxSettingUp: 4, AdmissionWait: 50 * time.Millisecond}
 	for _, o := range opts {
 		o(&d)

@@ -10,6 +10,7 @@ type metrics struct {
 	subscribed      prometheus.Gauge
 	busGaps         prometheus.Counter
 	events          prometheus.Counter
+	localEvents     prometheus.Counter
 	deliveries      prometheus.Counter
 	frames          prometheus.Counter
 	writes          prometheus.Counter
@@ -31,7 +32,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 while the node is subscribed to the bus's events: while it has connections, and a minute after the last one."}),
 		busGaps: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_bus_gaps_total",
 			Help: "Times events may have been lost on their way to this node (the bus reconnected, or the subscription dropped events); each sends every connection a resync event."}),
-		events:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_events_total", Help: "Events received from the bus."}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_events_total", Help: "Events received from the bus."}),
+		localEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_local_events_total",
+			Help: "Events this node published and routed in process: the bus does not send a node its own events back."}),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_deliveries_total", Help: "Event frames queued for local connections."}),
 		frames:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_frames_written_total", Help: "Frames written to sockets."}),
 		writes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zhangban_gateway_writes_total", Help: "WebSocket messages written to sockets; frames_written / writes is how many frames a write carries."}),
@@ -49,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		waitingUpgrades: prometheus.NewGauge(prometheus.GaugeOpts{Name: "zhangban_gateway_upgrades_waiting", Help: "Upgrades waiting for a set-up slot."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.open, m.subscribed, m.busGaps, m.events, m.deliveries, m.frames, m.writes, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.pongsFailed, m.waitingUpgrades)
+		reg.MustRegister(m.open, m.subscribed, m.busGaps, m.events, m.localEvents, m.deliveries, m.frames, m.writes, m.sends, m.sendSeconds, m.acks, m.slow, m.refused, m.invalid, m.refusedUpgrades, m.pongsFailed, m.waitingUpgrades)
 	}
 	return m
 }

@@ -68,7 +68,7 @@ func (g *Gateway) subscribeEvents() error {
 	if time.Since(s.failed) < subscribeWait {
 		return fmt.Errorf("subscribing to events failed %s ago", time.Since(s.failed).Round(time.Millisecond))
 	}
-	sub, err := g.nc.Subscribe(event.Subject, g.onEvent)
+	sub, err := g.evc.Subscribe(event.Subject, g.onEvent)
 	if err != nil {
 		s.failed = time.Now()
 		return fmt.Errorf("subscribing to events: %w", err)
@@ -79,12 +79,15 @@ func (g *Gateway) subscribeEvents() error {
 	// for it (they hold s.mu). A bus that does not answer within
 	// subscribeWait fails this one, and those that come in the next
 	// subscribeWait at once, with 4003: they come back with back-off.
-	if err := g.nc.FlushTimeout(subscribeWait); err != nil {
+	if err := g.evc.FlushTimeout(subscribeWait); err != nil {
 		sub.Unsubscribe()
 		s.failed = time.Now()
 		return fmt.Errorf("subscribing to events: %w", err)
 	}
 	s.sub, s.dropped = sub, 0
+	if g.evb != nil {
+		g.evb.SetLocal(g.onLocalEvent)
+	}
 	g.metrics.subscribed.Set(1)
 	g.log.Info("subscribed to events")
 	return nil
@@ -122,6 +125,9 @@ func (g *Gateway) unsubscribeLocked() error {
 	if err := s.sub.Unsubscribe(); err != nil {
 		return err
 	}
+	if g.evb != nil {
+		g.evb.SetLocal(nil)
+	}
 	s.sub = nil
 	g.metrics.subscribed.Set(0)
 	return nil
@@ -148,7 +154,7 @@ func (g *Gateway) checkBus() {
 	s := &g.events
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	reconnects := g.nc.Stats().Reconnects
+	reconnects := g.evc.Stats().Reconnects
 	if s.sub == nil {
 		// No event was on its way here: nothing to recover.
 		s.reconnects = reconnects
@@ -164,7 +170,7 @@ func (g *Gateway) checkBus() {
 	// Events published from here on reach this node: the server has its
 	// subscription again (nats.go sends it on reconnecting). A node still
 	// away tries again next tick.
-	if err := g.nc.FlushTimeout(subscribeWait); err != nil {
+	if err := g.evc.FlushTimeout(subscribeWait); err != nil {
 		g.log.Warn("events may have been lost; the bus does not answer yet", "err", err)
 		return
 	}

@@ -19,7 +19,7 @@ import (
 // subscribedToEvents reports what the node and the bus say: whether the
 // gauge is 1 and how many subscriptions the node's NATS connection has.
 func (e *env) subscribedToEvents() (gauge float64, subs int) {
-	return gaugeValue(e.gw.metrics.subscribed), e.gw.nc.NumSubscriptions()
+	return gaugeValue(e.gw.metrics.subscribed), e.gw.evc.NumSubscriptions()
 }
 
 // A node listens to events only while it has connections, and for the
@@ -171,11 +171,11 @@ func TestBusReconnectSendsResync(t *testing.T) {
 	}
 	// A node without connections, so without a subscription, had nothing
 	// on its way: a reconnect then is no gap.
-	if err := e.gw.nc.ForceReconnect(); err != nil {
+	if err := e.gw.evc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 5*time.Second, func() error {
-		if n := e.gw.nc.Stats().Reconnects; n != 1 || !e.gw.nc.IsConnected() {
+		if n := e.gw.evc.Stats().Reconnects; n != 1 || !e.gw.evc.IsConnected() {
 			return fmt.Errorf("%d reconnects", n)
 		}
 		return nil
@@ -193,7 +193,7 @@ func TestBusReconnectSendsResync(t *testing.T) {
 	if _, err := lost.Send(ctx, e.actor(0), messaging.SendRequest{Conv: d.ID, ClientID: "lost", Text: "lost"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.gw.nc.ForceReconnect(); err != nil {
+	if err := e.gw.evc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
 	b.expect("resync")
@@ -210,11 +210,16 @@ func TestBusReconnectSendsResync(t *testing.T) {
 	if counterValue(e.gw.metrics.busGaps) != 1 {
 		t.Errorf("bus gaps %v after more ticks, want 1", counterValue(e.gw.metrics.busGaps))
 	}
-	// Live events flow on.
-	if _, err := e.msg.Send(ctx, e.actor(0), messaging.SendRequest{Conv: d.ID, ClientID: "after", Text: "after"}); err != nil {
-		t.Fatal(err)
-	}
-	if f := b.expect("message"); f["data"].(map[string]any)["text"] != "after" {
-		t.Fatalf("live after the resync: %v", f)
+	// Live events flow on: this node's own, and another node's through
+	// the bus (a service publishing on another connection).
+	other := messaging.New(e.pool, e.vis, event.NewBus(e.bus.Conn(), log), log, messaging.Options{})
+	defer other.Close(ctx)
+	for _, svc := range []*messaging.Service{e.msg, other} {
+		if _, err := svc.Send(ctx, e.actor(0), messaging.SendRequest{Conv: d.ID, ClientID: fmt.Sprintf("after-%p", svc), Text: "after"}); err != nil {
+			t.Fatal(err)
+		}
+		if f := b.expect("message"); f["data"].(map[string]any)["text"] != "after" {
+			t.Fatalf("live after the resync: %v", f)
+		}
 	}
 }

@@ -138,7 +138,7 @@ func TestMaintainReachesEveryShard(t *testing.T) {
 	})
 	g.tick = 50 * time.Millisecond
 	g.auth = noneEnded{}
-	g.nc = testenv.Bus(t).Conn() // the loop checks the bus too
+	g.evc = testenv.Bus(t).Events() // the loop checks the bus for lost events
 	g.stop, g.done = make(chan struct{}), make(chan struct{})
 	go g.maintain()
 	defer func() { close(g.stop); <-g.done }()

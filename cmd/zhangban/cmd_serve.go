@@ -111,7 +111,8 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 	}
 	defer az.Close()
 	orgSvc := org.NewService(d.pool, az, tree, log)
-	msgSvc := messaging.New(d.pool, orgSvc, event.NewBus(b.Conn(), log), log, messaging.Options{Committers: cfg.SendCommitters})
+	events := event.NewBus(b.Events(), log)
+	msgSvc := messaging.New(d.pool, orgSvc, events, log, messaging.Options{Committers: cfg.SendCommitters})
 	defer func() {
 		if cerr := msgSvc.Close(context.WithoutCancel(ctx)); cerr != nil {
 			log.Warn("sends still queued at exit", "err", cerr)
@@ -120,7 +121,7 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), db.NewPoolCollector(d.pool))
-	gw, err := gateway.New(ctx, gateway.Deps{Auth: authSvc, Messaging: msgSvc, Visibility: orgSvc, Pool: d.pool, NATS: b.Conn(), Log: log, Registry: reg, Node: cfg.Node})
+	gw, err := gateway.New(ctx, gateway.Deps{Auth: authSvc, Messaging: msgSvc, Visibility: orgSvc, Pool: d.pool, NATS: b.Conn(), Events: events, Log: log, Registry: reg, Node: cfg.Node})
 	if err != nil {
 		return fmt.Errorf("starting the gateway: %w", err)
 	}

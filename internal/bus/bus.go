@@ -26,9 +26,11 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Bus is a NATS connection and, when embedded, the server behind it.
+// Bus is a node's NATS connections and, when embedded, the server behind
+// them.
 type Bus struct {
 	conn   *nats.Conn
+	events *nats.Conn     // NoEcho: see Events
 	server *server.Server // nil when external
 	log    *slog.Logger
 	once   sync.Once
@@ -89,7 +91,7 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 		conn, err := nats.Connect(url, copts...)
 		if err == nil {
 			b.conn = conn
-			return b, nil
+			break
 		}
 		select {
 		case <-ctx.Done():
@@ -98,17 +100,30 @@ func Open(ctx context.Context, opts Options) (*Bus, error) {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+	events, err := nats.Connect(url, append(copts, nats.Name(opts.Name+" events"), nats.NoEcho())...)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("NATS at %s: connecting for events: %w", url, err)
+	}
+	b.events = events
+	return b, nil
 }
 
 // Conn is the connection for publishing and subscribing.
 func (b *Bus) Conn() *nats.Conn { return b.conn }
+
+// Events is the connection for the events of package event: the node
+// publishes its events and subscribes to everyone's on it. It does not
+// echo (nats.NoEcho): the server never sends the node its own events
+// back, which the node hands over in process instead (event.Bus.SetLocal).
+func (b *Bus) Events() *nats.Conn { return b.events }
 
 // Embedded reports whether the server runs in this process.
 func (b *Bus) Embedded() bool { return b.server != nil }
 
 // Ping makes a round trip to the server.
 func (b *Bus) Ping(ctx context.Context) error {
-	if b.conn == nil || !b.conn.IsConnected() {
+	if b.conn == nil || !b.conn.IsConnected() || b.events == nil || !b.events.IsConnected() {
 		return errors.New("bus not connected")
 	}
 	if _, ok := ctx.Deadline(); !ok { // nats insists on one
@@ -116,21 +131,27 @@ func (b *Bus) Ping(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
+	if err := b.events.FlushWithContext(ctx); err != nil {
+		return err
+	}
 	return b.conn.FlushWithContext(ctx)
 }
 
 // Close drains the connection and stops the embedded server. Idempotent.
 func (b *Bus) Close() {
 	b.once.Do(func() {
-		if b.conn != nil {
-			if err := b.conn.Drain(); err != nil {
-				b.conn.Close()
+		for _, c := range []*nats.Conn{b.events, b.conn} {
+			if c == nil {
+				continue
+			}
+			if err := c.Drain(); err != nil {
+				c.Close()
 			}
 			// Drain is asynchronous; wait for it, but not for ever.
-			for deadline := time.Now().Add(5 * time.Second); !b.conn.IsClosed() && time.Now().Before(deadline); {
+			for deadline := time.Now().Add(5 * time.Second); !c.IsClosed() && time.Now().Before(deadline); {
 				time.Sleep(10 * time.Millisecond)
 			}
-			b.conn.Close()
+			c.Close()
 		}
 		if b.server != nil {
 			b.server.Shutdown()

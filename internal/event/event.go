@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 
@@ -115,19 +116,55 @@ type Publisher interface {
 	Publish(ctx context.Context, e Event)
 }
 
-// Bus publishes events on NATS.
+// Bus publishes events on NATS, and hands them to this node's own
+// subscriber in process when there is one (SetLocal).
 type Bus struct {
-	nc  *nats.Conn
-	log *slog.Logger
+	nc    *nats.Conn
+	log   *slog.Logger
+	local atomic.Pointer[func(*Event)]
 }
 
 // NewBus returns a Publisher over nc.
 func NewBus(nc *nats.Conn, log *slog.Logger) *Bus { return &Bus{nc: nc, log: log} }
 
-// Publish encodes e and publishes it on Subject.
+// Conn is the connection the events are published on. A subscriber that
+// takes this node's events from SetLocal subscribes on it: a connection
+// without echo never receives its own publications.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// SetLocal makes Publish hand every event to fn as well, on the
+// publisher's goroutine once the event is on its way to the other nodes;
+// nil stops it. It works only over a connection without echo
+// (nats.NoEcho, bus.Bus.Events), whose subscriptions never receive what
+// it published, and reports whether it took effect: over one with echo
+// the node's subscription gets its own events from the server, and fn
+// would make them twice.
+//
+// For a node's own events this skips the bus's round trip: the server's
+// work, the node's reading and decoding, and on a machine whose cores are
+// busy the wait for nats-server to be scheduled (docs/benchmarks.md,
+// session 19). fn must be quick and must not block, and must not publish.
+func (b *Bus) SetLocal(fn func(*Event)) bool {
+	if !b.nc.Opts.NoEcho {
+		return false
+	}
+	if fn == nil {
+		b.local.Store(nil)
+	} else {
+		b.local.Store(&fn)
+	}
+	return true
+}
+
+// Publish encodes e and publishes it on Subject, then hands it to the
+// local subscriber, if any: even when publishing failed, the recipients
+// on this node get it live.
 func (b *Bus) Publish(ctx context.Context, e Event) {
 	if err := b.nc.Publish(Subject, e.AppendJSON(make([]byte, 0, 96+len(e.Data)))); err != nil {
 		b.log.WarnContext(ctx, "publishing an event failed; clients will get it when they sync", "type", e.Type, "conv", e.Conv, "err", err)
+	}
+	if fn := b.local.Load(); fn != nil {
+		(*fn)(&e)
 	}
 }
 
