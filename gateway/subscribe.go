@@ -154,7 +154,13 @@ func (g *Gateway) checkBus() {
 	s := &g.events
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Presence events travel on the node's other connection (g.nc, when
+	// Deps.Events has one of its own): its reconnects count too, as the
+	// resync also asks clients to watch presence again.
 	reconnects := g.evc.Stats().Reconnects
+	if g.nc != nil && g.nc != g.evc {
+		reconnects += g.nc.Stats().Reconnects
+	}
 	if s.sub == nil {
 		// No event was on its way here: nothing to recover.
 		s.reconnects = reconnects
@@ -170,9 +176,14 @@ func (g *Gateway) checkBus() {
 	// Events published from here on reach this node: the server has its
 	// subscription again (nats.go sends it on reconnecting). A node still
 	// away tries again next tick.
-	if err := g.evc.FlushTimeout(subscribeWait); err != nil {
-		g.log.Warn("events may have been lost; the bus does not answer yet", "err", err)
-		return
+	for _, nc := range []*nats.Conn{g.evc, g.nc} {
+		if nc == nil {
+			continue
+		}
+		if err := nc.FlushTimeout(subscribeWait); err != nil {
+			g.log.Warn("events may have been lost; the bus does not answer yet", "err", err)
+			return
+		}
 	}
 	g.log.Warn("events may have been lost on the way to this node: its connections sync again",
 		"reconnects", reconnects-s.reconnects, "dropped", dropped-s.dropped, "connections", g.open.Load())

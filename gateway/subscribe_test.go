@@ -222,4 +222,13 @@ func TestBusReconnectSendsResync(t *testing.T) {
 			t.Fatalf("live after the resync: %v", f)
 		}
 	}
+	// Presence travels on the node's other connection: losing it loses
+	// presence events, and clients sync and watch again.
+	if err := e.gw.nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	b.expect("resync")
+	if n := counterValue(e.gw.metrics.busGaps); n != 2 {
+		t.Errorf("bus gaps %v after the presence connection's reconnect, want 2", n)
+	}
 }
