@@ -157,9 +157,13 @@ func (g *Gateway) checkBus() {
 	// Presence events travel on the node's other connection (g.nc, when
 	// Deps.Events has one of its own): its reconnects count too, as the
 	// resync also asks clients to watch presence again.
-	reconnects := g.evc.Stats().Reconnects
+	conns := []*nats.Conn{g.evc}
 	if g.nc != nil && g.nc != g.evc {
-		reconnects += g.nc.Stats().Reconnects
+		conns = append(conns, g.nc)
+	}
+	var reconnects uint64
+	for _, nc := range conns {
+		reconnects += nc.Stats().Reconnects
 	}
 	if s.sub == nil {
 		// No event was on its way here: nothing to recover.
@@ -176,10 +180,7 @@ func (g *Gateway) checkBus() {
 	// Events published from here on reach this node: the server has its
 	// subscription again (nats.go sends it on reconnecting). A node still
 	// away tries again next tick.
-	for _, nc := range []*nats.Conn{g.evc, g.nc} {
-		if nc == nil {
-			continue
-		}
+	for _, nc := range conns {
 		if err := nc.FlushTimeout(subscribeWait); err != nil {
 			g.log.Warn("events may have been lost; the bus does not answer yet", "err", err)
 			return

@@ -164,7 +164,8 @@ func (b *Bus) Publish(ctx context.Context, e Event) {
 		b.log.WarnContext(ctx, "publishing an event failed; clients will get it when they sync", "type", e.Type, "conv", e.Conv, "err", err)
 	}
 	if fn := b.local.Load(); fn != nil {
-		(*fn)(&e)
+		local := e // on the heap only here: &e would put every event there
+		(*fn)(&local)
 	}
 }
 
