@@ -381,8 +381,9 @@ func launch(ctx context.Context, log *slog.Logger, bins binaries, r runAs, dir s
 	return inst, nil
 }
 
-// serverArgs are the postmaster's arguments: socket only, and settings for a
-// small (2-core) box, followed by the caller's overrides in a stable order.
+// serverArgs are the postmaster's arguments: socket only, shared buffers
+// sized to the machine's memory, checkpoints for a write-heavy load, then
+// the caller's overrides in a stable order.
 func serverArgs(dir, sock string, settings map[string]string) []string {
 	args := []string{
 		"-D", dir,
@@ -392,7 +393,12 @@ func serverArgs(dir, sock string, settings map[string]string) []string {
 		"-c", "unix_socket_permissions=0700",
 		"-c", fmt.Sprintf("port=%d", socketPort),
 		"-c", "max_connections=200",
-		"-c", "shared_buffers=128MB",
+		"-c", fmt.Sprintf("shared_buffers=%dMB", sharedBuffersMB(memoryLimit())),
+		// Checkpoints far apart: each is followed by a full page image in
+		// the WAL for the first change to every page, and with the default
+		// (1GB) a run of direct messages requested one every 80 s.
+		"-c", "max_wal_size=4GB",
+		"-c", "checkpoint_timeout=15min",
 		// Shows up in process titles: "postgres: zhangban: checkpointer".
 		"-c", "cluster_name=zhangban",
 	}

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -177,7 +179,8 @@ func TestColdWarmStart(t *testing.T) {
 		"fsync":                   "on",
 		"listen_addresses":        "",
 		"max_connections":         "200",
-		"shared_buffers":          "128MB",
+		"max_wal_size":            "4GB",
+		"checkpoint_timeout":      "15min",
 		"server_encoding":         "UTF8",
 		"lc_collate":              "C",
 		"unix_socket_permissions": "0700",
@@ -191,6 +194,11 @@ func TestColdWarmStart(t *testing.T) {
 		if got := queryString(t, ctx, conn, q); got != want {
 			t.Errorf("%s = %q, want %q", setting, got, want)
 		}
+	}
+	// shared_buffers in 8 kB blocks: SHOW would say "3GB" for 3072MB.
+	want := strconv.FormatUint(sharedBuffersMB(memoryLimit())<<20/8192, 10)
+	if got := queryString(t, ctx, conn, "SELECT setting FROM pg_settings WHERE name = 'shared_buffers'"); got != want {
+		t.Errorf("shared_buffers = %s blocks, want %s (an eighth of %d bytes of memory)", got, want, memoryLimit())
 	}
 	if err := inst.EnsureDatabase(ctx, "zhangban"); err != nil {
 		t.Fatal(err)
@@ -577,5 +585,22 @@ func TestConnStringQuoting(t *testing.T) {
 	}
 	if cfg.Host != inst.socketDir || cfg.Database != "db name" || cfg.User != superuser || cfg.Port != socketPort {
 		t.Errorf("parsed %q %q %q %d", cfg.Host, cfg.Database, cfg.User, cfg.Port)
+	}
+}
+
+func TestSharedBuffersFollowMemory(t *testing.T) {
+	for _, c := range []struct{ mem, want uint64 }{
+		{0, 128},          // unknown
+		{512 << 20, 128},  // a small VM: PostgreSQL's own default
+		{8 << 30, 1024},   // an eighth
+		{24 << 30, 3072},  // this project's benchmark machine
+		{256 << 30, 4096}, // capped
+	} {
+		if got := sharedBuffersMB(c.mem); got != c.want {
+			t.Errorf("sharedBuffersMB(%d) = %d, want %d", c.mem, got, c.want)
+		}
+	}
+	if runtime.GOOS == "linux" && memTotal() == 0 {
+		t.Error("memTotal read nothing from /proc/meminfo")
 	}
 }

@@ -80,7 +80,7 @@ func start() error {
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Settings: map[string]string{
 				"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-				"max_connections": "300",
+				"max_connections": "300", "shared_buffers": "128MB", // tests hold little data
 			},
 		})
 		if err != nil {
