@@ -122,6 +122,15 @@ type Options struct {
 	Committers int
 	QueueSize  int // sends waiting per committer before callers block (default 1024)
 	MaxBatch   int // sends per transaction (default 256)
+	// CommitGap is the least time from the start of one of a committer's
+	// transactions to the start of its next (0: none). Sends that arrive
+	// meanwhile wait and join the next batch; a send that finds the
+	// committer idle for longer goes at once, and under a load whose
+	// commits take longer than the gap no send waits for it. Between the
+	// two, it trades a few milliseconds of a send's latency for fewer,
+	// larger batches, whose fixed cost is most of what PostgreSQL spends
+	// on a small one (--send-commit-gap).
+	CommitGap time.Duration
 }
 
 // New returns a Service and starts its committers; Close stops them.
@@ -139,14 +148,14 @@ func New(pool *pgxpool.Pool, vis Visibility, pub event.Publisher, log *slog.Logg
 		pub = event.Discard{}
 	}
 	s := &Service{pool: pool, vis: vis, pub: pub, log: log}
-	log.Info("sends are stored by committers", "committers", o.Committers, "max_batch", o.MaxBatch, "queue", o.QueueSize)
+	log.Info("sends are stored by committers", "committers", o.Committers, "max_batch", o.MaxBatch, "queue", o.QueueSize, "commit_gap", o.CommitGap)
 	s.memberships = &db.Coalescer[int64, []int64]{Load: s.loadMemberships}
 	s.syncs = &db.Coalescer[*syncJob, struct{}]{Load: s.syncBatch, MaxKeys: syncsPerBatch}
 	for range o.Committers {
 		q := make(chan *pending, o.QueueSize)
 		s.shards = append(s.shards, q)
 		s.wg.Add(1)
-		go func() { defer s.wg.Done(); s.commitLoop(q, o.MaxBatch) }()
+		go func() { defer s.wg.Done(); s.commitLoop(q, o.MaxBatch, o.CommitGap) }()
 	}
 	return s
 }

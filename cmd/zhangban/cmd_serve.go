@@ -112,7 +112,7 @@ func serve(ctx context.Context, stopSignals func(), cfg *config.Config, log *slo
 	defer az.Close()
 	orgSvc := org.NewService(d.pool, az, tree, log)
 	events := event.NewBus(b.Events(), log)
-	msgSvc := messaging.New(d.pool, orgSvc, events, log, messaging.Options{Committers: cfg.SendCommitters})
+	msgSvc := messaging.New(d.pool, orgSvc, events, log, messaging.Options{Committers: cfg.SendCommitters, CommitGap: cfg.SendCommitGap})
 	defer func() {
 		if cerr := msgSvc.Close(context.WithoutCancel(ctx)); cerr != nil {
 			log.Warn("sends still queued at exit", "err", cerr)

@@ -31,6 +31,7 @@ type Config struct {
 	Argon2MemoryKiB uint32        // argon2id memory
 	DBMaxConns      int32         // pool size
 	SendCommitters  int           // send transactions at once (messaging.Options.Committers)
+	SendCommitGap   time.Duration // least time between a committer's transactions (messaging.Options.CommitGap)
 	Demo            bool          // load the demo organisation into an empty database
 	Node            string        // gateway node name; empty generates host-pid-random
 	DebugAddr       string        // listen address of /debug/pprof; empty: none
@@ -59,6 +60,7 @@ var settings = []setting{
 	{"argon2-memory", "ZHANGBAN_ARGON2_MEMORY_KIB", "19456", "argon2id memory in KiB for new password hashes", false},
 	{"db-max-conns", "ZHANGBAN_DB_MAX_CONNS", "20", "PostgreSQL pool size", false},
 	{"send-committers", "ZHANGBAN_SEND_COMMITTERS", "1", "message send transactions running at once; each stores a batch of sends a round trip (more only for a database with cores to spare)", false},
+	{"send-commit-gap", "ZHANGBAN_SEND_COMMIT_GAP", "0s", "least time between the starts of a committer's transactions; sends arriving meanwhile join the next batch: fewer, larger transactions for a few ms more a send (0s: none; at most 100ms)", false},
 	{"node", "ZHANGBAN_NODE", "", "name of this node in presence and logs; empty generates one", false},
 	{"debug-addr", "ZHANGBAN_DEBUG_ADDR", "", "listen address of /debug/pprof (profiling; keep it on loopback); empty: off", false},
 	{"demo", "ZHANGBAN_DEMO", "true", "load the demo organisation (Zhejiang, grids, demo members) into an empty database", false},
@@ -143,6 +145,9 @@ func Parse(name string, args []string, getenv func(string) string) (*Config, err
 	c.ShutdownTimeout = dur("shutdown-timeout", time.Second)
 	c.AccessTTL = dur("access-ttl", 30*time.Second)
 	c.RefreshTTL = dur("refresh-ttl", time.Minute)
+	if c.SendCommitGap = dur("send-commit-gap", 0); c.SendCommitGap > 100*time.Millisecond {
+		errs = append(errs, bad("send-commit-gap", "must be at most 100ms: every send may wait this long"))
+	}
 	if c.RefreshTTL <= c.AccessTTL && c.RefreshTTL > 0 {
 		errs = append(errs, bad("refresh-ttl", "must be longer than --access-ttl"))
 	}
@@ -239,7 +244,7 @@ func (c *Config) LogAttrs() []any {
 		"access_ttl", c.AccessTTL.String(), "refresh_ttl", c.RefreshTTL.String(),
 		"jwt_key", jwt, "bootstrap_admin", redact(c.BootstrapAdmin),
 		"argon2_time", c.Argon2Time, "argon2_memory_kib", c.Argon2MemoryKiB,
-		"db_max_conns", c.DBMaxConns, "send_committers", c.SendCommitters, "demo", c.Demo,
+		"db_max_conns", c.DBMaxConns, "send_committers", c.SendCommitters, "send_commit_gap", c.SendCommitGap, "demo", c.Demo,
 	}
 }
 

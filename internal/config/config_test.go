@@ -90,3 +90,20 @@ func TestSendCommitters(t *testing.T) {
 		}
 	}
 }
+
+func TestSendCommitGap(t *testing.T) {
+	c, err := Parse("serve", nil, env(nil))
+	if err != nil || c.SendCommitGap != 0 {
+		t.Fatalf("default: %v, %v", c.SendCommitGap, err)
+	}
+	c, err = Parse("serve", []string{"--send-commit-gap", "5ms"}, env(map[string]string{"ZHANGBAN_SEND_COMMIT_GAP": "2ms"}))
+	if err != nil || c.SendCommitGap != 5*time.Millisecond {
+		t.Fatalf("flag: %v, %v", c.SendCommitGap, err)
+	}
+	for _, bad := range []string{"-1ms", "101ms", "5"} {
+		_, err := Parse("serve", nil, env(map[string]string{"ZHANGBAN_SEND_COMMIT_GAP": bad}))
+		if err == nil || !strings.Contains(err.Error(), "--send-commit-gap (ZHANGBAN_SEND_COMMIT_GAP)") {
+			t.Errorf("%s: got %v", bad, err)
+		}
+	}
+}
