@@ -13,8 +13,8 @@ import (
 // (or its cgroup) allows. PostgreSQL's own default, 128 MB, is the floor.
 // A busy node's working set is the recent leaves of the message indexes
 // (one per active sender and conversation); with 128 MB they did not fit,
-// and the committing backend read and wrote evicted pages itself
-// (docs/benchmarks.md, session 20).
+// and backends, the committing one among them, read pages back and wrote
+// evicted dirty pages themselves (docs/benchmarks.md, session 20).
 const (
 	minSharedBuffersMB = 128
 	maxSharedBuffersMB = 4096
