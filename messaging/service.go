@@ -148,7 +148,7 @@ func New(pool *pgxpool.Pool, vis Visibility, pub event.Publisher, log *slog.Logg
 		pub = event.Discard{}
 	}
 	s := &Service{pool: pool, vis: vis, pub: pub, log: log}
-	log.Info("sends are stored by committers", "committers", o.Committers, "max_batch", o.MaxBatch, "queue", o.QueueSize, "commit_gap", o.CommitGap)
+	log.Info("sends are stored by committers", "committers", o.Committers, "max_batch", o.MaxBatch, "queue", o.QueueSize, "commit_gap", o.CommitGap.String())
 	s.memberships = &db.Coalescer[int64, []int64]{Load: s.loadMemberships}
 	s.syncs = &db.Coalescer[*syncJob, struct{}]{Load: s.syncBatch, MaxKeys: syncsPerBatch}
 	for range o.Committers {

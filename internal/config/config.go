@@ -244,7 +244,7 @@ func (c *Config) LogAttrs() []any {
 		"access_ttl", c.AccessTTL.String(), "refresh_ttl", c.RefreshTTL.String(),
 		"jwt_key", jwt, "bootstrap_admin", redact(c.BootstrapAdmin),
 		"argon2_time", c.Argon2Time, "argon2_memory_kib", c.Argon2MemoryKiB,
-		"db_max_conns", c.DBMaxConns, "send_committers", c.SendCommitters, "send_commit_gap", c.SendCommitGap, "demo", c.Demo,
+		"db_max_conns", c.DBMaxConns, "send_committers", c.SendCommitters, "send_commit_gap", c.SendCommitGap.String(), "demo", c.Demo,
 	}
 }
 
