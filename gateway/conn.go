@@ -80,6 +80,7 @@ type Conn struct {
 	rmu        sync.Mutex
 	rstate     uint8
 	lingerOver bool   // the close's linger ran out while a goroutine was reading
+	again      bool   // the poller woke the connection while a goroutine was reading
 	armed      bool   // registered with the poller (rmu)
 	pollID     uint64 // the poller's id for it
 }
@@ -361,44 +362,70 @@ func (c *Conn) readLoop() error {
 // readAvailable runs when bytes have arrived for a parked connection (or
 // were already buffered at set-up): it handles every message that came,
 // then parks the connection again, so that no goroutine waits on an idle
-// socket. A read error ends the connection.
+// socket. With fill it first reads what the socket has, without waiting.
+// A read error ends the connection.
 func (c *Conn) readAvailable(fill bool) {
-	if err := c.fc.each(fill, c.readMessage); err != nil {
-		c.end(err)
-		return
-	}
-	if !c.park() {
-		c.end(errors.New("closed"))
+	for {
+		if err := c.fc.each(fill, c.readMessage); err != nil {
+			c.end(err)
+			return
+		}
+		switch c.park() {
+		case parked:
+			return
+		case parkEnded:
+			c.end(errors.New("closed"))
+			return
+		}
+		fill = true // parkAgain
 	}
 }
 
-// park hands the reading to the poller; false when the connection is to
-// end instead.
-func (c *Conn) park() bool {
+const (
+	parked    = iota
+	parkAgain // bytes may be waiting that no wake will announce: read again
+	parkEnded // the connection is to end instead
+)
+
+// park hands the reading to the poller. The poller's registration is
+// edge-triggered, so it wakes the connection for bytes that arrive after
+// parking, never for bytes already waiting; park refuses (parkAgain) while
+// any may be: when the poller woke the connection during the reading
+// (again), or when the last read from the socket filled all the room it
+// had (the socket may hold more). The first park registers the socket,
+// which reports what waits.
+func (c *Conn) park() int {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if c.lingerOver || c.rstate != readActive {
-		return false
+		return parkEnded
+	}
+	if c.again || (c.armed && !c.fc.drained) {
+		c.again = false
+		return parkAgain
 	}
 	c.rstate = readParked
 	if err := c.g.poll.arm(c); err != nil {
 		c.rstate = readActive
-		return false
+		return parkEnded
 	}
-	return true
+	return parked
 }
 
-// wake is the poller's: bytes arrived for a parked connection.
+// wake is the poller's: bytes arrived. A parked connection gets a reading
+// goroutine; one that is being read is told to read again before parking.
 func (c *Conn) wake() {
 	c.rmu.Lock()
-	ok := c.rstate == readParked
-	if ok {
+	switch c.rstate {
+	case readParked:
 		c.rstate = readActive
+		c.rmu.Unlock()
+		go c.readAvailable(true)
+		return
+	case readActive:
+		c.again = true
 	}
 	c.rmu.Unlock()
-	if ok {
-		go c.readAvailable(true)
-	}
 }
 
 // end is the reading goroutine's: the connection is over.

@@ -32,6 +32,11 @@ type frameConn struct {
 	buf    *[frameBufSize]byte // bytes read beyond what was handed out; nil when none
 	r, w   int                 // buf[r:w] is unread
 	remain uint64              // bytes of the current frame not yet handed to gorilla
+	// drained: the last read from the socket got less than it had room
+	// for, so the socket held nothing more then. Bytes that came later
+	// wake the poller's edge-triggered registration; bytes that were
+	// already there when a read filled its room would not.
+	drained bool
 
 	ctl func(op int, payload []byte) // ping (9) and pong (10) frames, unmasked; payload is only valid during the call
 
@@ -289,17 +294,19 @@ func (f *frameConn) Read(p []byte) (int, error) {
 		f.release()
 	} else {
 		got, err = f.Conn.Read(p[:n])
+		f.drained = got < n
 	}
 	f.remain -= uint64(got)
 	return got, err
 }
 
 // each calls read for every message that has arrived, first reading once
-// from the socket if fill is set and nothing is buffered; it returns when
-// no byte of another frame is left, so the socket can be parked.
+// from the socket, without waiting, if fill is set and nothing is
+// buffered; it returns when no byte of another frame is left, so the
+// socket can be parked (if drained).
 func (f *frameConn) each(fill bool, read func() error) error {
 	if fill && !f.pending() {
-		if err := f.fill(); err != nil {
+		if got, err := f.tryFill(); err != nil || !got {
 			return err
 		}
 	}
@@ -391,8 +398,31 @@ func (f *frameConn) header() (op, hlen int, plen uint64, control, ok bool) {
 	return op, hlen, plen, control, true
 }
 
-// fill reads once into the buffer.
+// fill reads once into the buffer, waiting for bytes if there are none.
 func (f *frameConn) fill() error {
+	room := f.room()
+	n, err := f.Conn.Read(room)
+	return f.filled(n, len(room), err)
+}
+
+// tryFill reads once into the buffer what the socket has, without
+// waiting; false when it had nothing.
+func (f *frameConn) tryFill() (bool, error) {
+	room := f.room()
+	n, err := f.readNow(room)
+	if err == syscall.EAGAIN {
+		f.drained = true
+		f.release()
+		return false, nil
+	}
+	if err == nil && n == 0 {
+		err = io.EOF // the peer closed
+	}
+	return err == nil, f.filled(n, len(room), err)
+}
+
+// room is the buffer's free end, made as large as it can be.
+func (f *frameConn) room() []byte {
 	if f.buf == nil {
 		f.buf = frameBufs.Get().(*[frameBufSize]byte)
 		f.r, f.w = 0, 0
@@ -401,8 +431,13 @@ func (f *frameConn) fill() error {
 		f.w = copy(f.buf[:], f.buf[f.r:f.w])
 		f.r = 0
 	}
-	n, err := f.Conn.Read(f.buf[f.w:])
+	return f.buf[f.w:]
+}
+
+// filled accounts for a read of n bytes into room bytes.
+func (f *frameConn) filled(n, room int, err error) error {
 	f.w += n
+	f.drained = n < room
 	if n > 0 {
 		return nil
 	}
@@ -411,6 +446,40 @@ func (f *frameConn) fill() error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// nowReader is a socket without a file descriptor that can still read
+// without waiting (the tests' simulated sockets).
+type nowReader interface {
+	readNow(p []byte) (int, error)
+}
+
+// readNow reads once what the socket has; syscall.EAGAIN when it has
+// nothing.
+func (f *frameConn) readNow(p []byte) (int, error) {
+	if f.raw == nil {
+		if nr, ok := f.Conn.(nowReader); ok {
+			return nr.readNow(p)
+		}
+		return f.Conn.Read(p) // no way not to wait
+	}
+	var n int
+	var rerr error
+	err := f.raw.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), p)
+			if rerr != syscall.EINTR {
+				return true // never wait
+			}
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	return n, nil
 }
 
 // release returns an emptied buffer to the pool.

@@ -13,11 +13,16 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	gorilla "github.com/gorilla/websocket"
+
+	"github.com/zhangban/zhangban/internal/testenv"
 )
 
 // chunkConn is a client socket whose bytes arrive in chunks: a Read that
@@ -46,6 +51,17 @@ func (c *chunkConn) Read(p []byte) (int, error) {
 	if len(c.data) == 0 && !c.arrive() {
 		c.blocked = true
 		return 0, errNothingToCome
+	}
+	n := copy(p, c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// readNow is a read that does not wait: it takes what has arrived, and no
+// new chunk.
+func (c *chunkConn) readNow(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, syscall.EAGAIN
 	}
 	n := copy(p, c.data)
 	c.data = c.data[n:]
@@ -158,7 +174,7 @@ func streamFrom(prog []byte) (chunks [][]byte, messages, pings []string) {
 
 // readChunks reads as the gateway does: each time bytes arrive for a
 // parked connection, frameConn.each reads every message that came, then the
-// connection parks again.
+// connection parks again once its last read drained the socket.
 func readChunks(t testing.TB, chunks [][]byte) (messages, pings []string) {
 	conn := &chunkConn{}
 	ws, fc := upgradeOver(t, conn)
@@ -181,17 +197,42 @@ func readChunks(t testing.TB, chunks [][]byte) (messages, pings []string) {
 		return err
 	}
 	for conn.arrive() { // bytes arrived: the poller wakes the connection
-		if err := fc.each(true, read); err != nil {
-			t.Fatalf("after %d of %d chunks: %v", conn.next, len(chunks), err)
-		}
-		if fc.pending() {
-			t.Fatal("parked with bytes buffered")
+		for {
+			if err := fc.each(true, read); err != nil {
+				t.Fatalf("after %d of %d chunks: %v", conn.next, len(chunks), err)
+			}
+			if fc.pending() {
+				t.Fatal("parked with bytes buffered")
+			}
+			if fc.drained {
+				break // parked: only bytes that come later wake it (edge-triggered)
+			}
+			// The last read filled its room: Conn.park refuses, and the
+			// connection reads again.
 		}
 	}
 	if conn.blocked || len(conn.data) > 0 {
 		t.Fatalf("parked with %d bytes unread (blocked %v)", len(conn.data), conn.blocked)
 	}
 	return messages, pings
+}
+
+// TestFrameConnReadsOnAfterAFullRead: a read that fills all the room it
+// had ends exactly between two frames (they are 128 bytes each), with more
+// waiting in the socket; the connection reads again before it parks.
+func TestFrameConnReadsOnAfterAFullRead(t *testing.T) {
+	key := [4]byte{9, 8, 7, 6}
+	var stream []byte
+	for i := range 20 {
+		stream = append(stream, clientFrame(true, 1, bytes.Repeat([]byte{'a' + byte(i)}, 122), key)...)
+	}
+	if len(stream) != 20*128 {
+		t.Fatalf("frames of %d bytes", len(stream)/20)
+	}
+	msgs, _ := readChunks(t, [][]byte{stream})
+	if len(msgs) != 20 {
+		t.Fatalf("got %d messages, want 20", len(msgs))
+	}
 }
 
 func FuzzFrameConn(f *testing.F) {
@@ -261,6 +302,105 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 	if got := rs[1].expect("message")["data"].(map[string]any)["text"]; got != "after parking" {
 		t.Fatalf("a parked connection got %v", got)
 	}
+}
+
+// corkConn holds what is written to it while corked and writes it all at
+// once when uncorked: many frames reach the server in one segment burst.
+type corkConn struct {
+	net.Conn
+	mu   sync.Mutex
+	cork bool
+	held []byte
+}
+
+func (c *corkConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cork {
+		c.held = append(c.held, b...)
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *corkConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cork = false
+	_, err := c.Conn.Write(c.held)
+	c.held = nil
+	return err
+}
+
+// TestBurstToAParkedConnection: frames that arrive at a parked connection
+// all at once, many times what one read takes, are all answered, twice
+// over, and the connection parks again with no goroutine left reading. The
+// poller's registration is edge-triggered: no wake comes for bytes that
+// were already there when a read stopped. Every frame is 128 bytes, so a
+// read of 1 KiB ends exactly between two frames, with more waiting, and
+// the heartbeat is an hour, so no pong comes to wake a connection parked
+// too early.
+func TestBurstToAParkedConnection(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the poller is Linux-only")
+	}
+	e := newEnvWith(t, 1, time.Hour, time.Hour)
+	var cc *corkConn
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cc = &corkConn{Conn: nc}
+		return cc, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, e.url, &websocket.DialOptions{Subprotocols: []string{Subprotocol},
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + e.tokens[0]}},
+		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: dial}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	r := &raw{t: t, c: c, frames: make(chan map[string]any, 10000), done: make(chan struct{})}
+	go r.read()
+	r.expect("hello")
+	// 60 frames in a burst: 7.5 KiB. The rate limit allows bursts of 100
+	// and 50 a second.
+	const burst, frameBytes = 60, 128
+	id := func(round, i int) string { return fmt.Sprintf("burst-%d-frame-%02d", round, i) }
+	for round := range 2 {
+		time.Sleep(1500 * time.Millisecond) // parked, and the rate limit's tokens back
+		cc.mu.Lock()
+		cc.cork = true
+		cc.mu.Unlock()
+		for i := range burst {
+			// A client frame of up to 125 bytes has a 6-byte header; JSON
+			// allows the padding.
+			msg := fmt.Sprintf(`{"type":"ping","id":%q}`, id(round, i))
+			r.sendRaw(websocket.MessageText, []byte(msg+strings.Repeat(" ", frameBytes-6-len(msg))))
+		}
+		cc.mu.Lock()
+		if len(cc.held) != burst*frameBytes {
+			t.Fatalf("the burst is %d bytes, want %d", len(cc.held), burst*frameBytes)
+		}
+		cc.mu.Unlock()
+		if err := cc.uncork(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range burst {
+			if f := r.expectReply(id(round, i)); f["error"] != nil {
+				t.Fatalf("ping %d of round %d: %v", i, round, f)
+			}
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := readingGoroutines(); n > 0 {
+			return fmt.Errorf("%d goroutines still read the connection", n)
+		}
+		return nil
+	})
 }
 
 // readingGoroutines counts goroutines inside the gateway's read path.

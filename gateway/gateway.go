@@ -540,8 +540,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.poll != nil && c.fc.raw != nil {
 		if c.fc.pending() {
 			go c.readAvailable(false)
-		} else if !c.park() {
-			c.end(errors.New("closed during set-up"))
+		} else {
+			switch c.park() {
+			case parkAgain:
+				go c.readAvailable(true)
+			case parkEnded:
+				c.end(errors.New("closed during set-up"))
+			}
 		}
 		return
 	}

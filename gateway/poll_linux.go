@@ -10,9 +10,13 @@ import (
 )
 
 // poller watches parked connections with one epoll instance and wakes a
-// connection's reading when bytes arrive. Each registration is one-shot:
-// after a wake the connection reads what came and parks again (Conn.park),
-// so one connection never has two readers.
+// connection's reading when bytes arrive. A connection is registered once,
+// edge-triggered: the poller hears of every arrival, whoever is reading,
+// and nothing has to be re-armed after a wake (an epoll_ctl for every frame
+// read was 5.7 % of a gateway's CPU at 11,000 direct messages a second).
+// Conn.wake and Conn.park keep one reader per connection and lose no
+// arrival: a wake while a goroutine reads makes it read again before it
+// parks.
 type poller struct {
 	fd     int
 	log    *slog.Logger
@@ -33,12 +37,20 @@ func newPoller(log *slog.Logger) (*poller, error) {
 	return p, nil
 }
 
-const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+// pollEvents: readable, peer closed, edge-triggered (EPOLLET, which the
+// syscall package gives as a negative int).
+const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | 1<<31
 
-// arm (re-)registers c for one wake. The socket's file descriptor is used
-// inside RawConn.Control, so it cannot be closed (and its number reused by
-// another connection) meanwhile; a closed socket gives an error.
+// arm registers c, the first time it parks; later parks need nothing.
+// Registering reports bytes already there, so a socket parked unread is
+// woken at once. The socket's file descriptor is used inside
+// RawConn.Control, so it cannot be closed (and its number reused by
+// another connection) meanwhile; a closed socket gives an error. Called
+// under c.rmu.
 func (p *poller) arm(c *Conn) error {
+	if c.armed {
+		return nil
+	}
 	raw := c.fc.raw
 	if raw == nil {
 		return syscall.ENOTSUP
@@ -54,11 +66,7 @@ func (p *poller) arm(c *Conn) error {
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
 	var cerr error
 	err := raw.Control(func(fd uintptr) {
-		op := syscall.EPOLL_CTL_MOD
-		if !c.armed {
-			op = syscall.EPOLL_CTL_ADD
-		}
-		cerr = syscall.EpollCtl(p.fd, op, int(fd), &ev)
+		cerr = syscall.EpollCtl(p.fd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
 		if cerr == nil {
 			c.armed = true
 		}
