@@ -242,33 +242,15 @@ func (s *Service) Enqueue(ctx context.Context, a authz.Actor, r SendRequest, the
 // commitLoop takes whatever is queued, up to max, and commits it in one
 // transaction, until the queue is closed and empty. A transaction begins
 // gap or more after the one before it began (Options.CommitGap): what
-// arrives in between waits and joins it.
+// arrives in between waits in the queue and joins it.
 func (s *Service) commitLoop(q chan *pending, max int, gap time.Duration) {
 	batch := make([]*pending, 0, max)
 	var began time.Time // the last transaction's
-	var timer *time.Timer
 	for p := range q {
-		batch = append(batch[:0], p)
 		if wait := gap - time.Since(began); gap > 0 && wait > 0 {
-			if timer == nil {
-				timer = time.NewTimer(wait)
-			} else {
-				timer.Reset(wait)
-			}
-		gather:
-			for len(batch) < max {
-				select {
-				case p, ok := <-q:
-					if !ok {
-						break gather
-					}
-					batch = append(batch, p)
-				case <-timer.C:
-					break gather
-				}
-			}
-			timer.Stop()
+			time.Sleep(wait)
 		}
+		batch = append(batch[:0], p)
 	more:
 		for len(batch) < max {
 			select {
