@@ -56,6 +56,7 @@ type wsFlags struct {
 	latencyOut string
 	run        string
 	debugAddr  string
+	onReader   bool
 }
 
 func (f *wsFlags) register(fs *flag.FlagSet) {
@@ -77,6 +78,7 @@ func (f *wsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.latencyOut, "latency-out", "", "write every delivery latency (ns, one a line) here, and every arrival latency to FILE.arrival, for ws-merge")
 	fs.StringVar(&f.run, "run", "", "run tag shared by the shards of one run (default: random)")
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this loopback host:port, to see where the load generator's own CPU goes")
+	fs.BoolVar(&f.onReader, "deliver-on-reader", true, "clients call OnMessage on their read loop when their dispatcher is idle (client.Config.DeliverOnReader); false hands every message to the dispatcher goroutine")
 }
 
 // wsRun is a parsed wsFlags plus what the process set up.
@@ -434,16 +436,17 @@ func (fl *fleet) connect(ctx context.Context, plan func(i int) []string, autoAck
 			}
 		}
 		cl.c = client.New(client.Config{
-			URL:        "ws://" + cl.plan.addrs[0] + "/v1/ws",
-			Token:      func(context.Context) (string, error) { return token, nil },
-			HTTPClient: r.httpClient((i - r.lo) % r.f.sources),
-			HeaderAuth: true,
-			Seqs:       r.resumeState(i, last),
-			AutoAck:    autoAck,
-			SyncLimit:  500,
-			MinBackoff: 100 * time.Millisecond,
-			MaxBackoff: 2 * time.Second,
-			OnMessage:  func(m client.Message) { fl.message(cl, m) },
+			URL:             "ws://" + cl.plan.addrs[0] + "/v1/ws",
+			Token:           func(context.Context) (string, error) { return token, nil },
+			HTTPClient:      r.httpClient((i - r.lo) % r.f.sources),
+			HeaderAuth:      true,
+			Seqs:            r.resumeState(i, last),
+			AutoAck:         autoAck,
+			SyncLimit:       500,
+			MinBackoff:      100 * time.Millisecond,
+			MaxBackoff:      2 * time.Second,
+			OnMessage:       func(m client.Message) { fl.message(cl, m) },
+			DeliverOnReader: r.f.onReader,
 			OnEvent: func(e client.Event) {
 				switch e.Type {
 				case client.EventReset:

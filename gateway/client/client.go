@@ -82,6 +82,19 @@ type Config struct {
 	// OnMessage receives every message after the resume state exactly
 	// once, in sequence order per conversation.
 	OnMessage func(Message)
+	// DeliverOnReader lets the goroutine that reads the connection call
+	// OnMessage itself for a live message that is next in its
+	// conversation, when nothing else is queued for the callbacks and
+	// none is running, instead of handing it to the dispatcher: one
+	// goroutine switch less a message, for callbacks that return at once
+	// (a load generator's counters, a post to an app's main thread). The
+	// rules of delivery and of one callback at a time are the same. While
+	// such a callback runs the connection is not read, so one that blocks
+	// delays replies and pongs as well, and the connection is dropped if
+	// it blocks past the heartbeat; and it must not wait for a request of
+	// this Client (Send, History, …), whose reply that goroutine would
+	// read: such a request returns only when its ctx ends.
+	DeliverOnReader bool
 	// OnEvent receives the other events (hello, read, conversation,
 	// presence, refresh, reconnect, client.*).
 	OnEvent func(Event)
@@ -162,7 +175,7 @@ type Client struct {
 	running   atomic.Bool    // Run was called
 	wg        sync.WaitGroup // every goroutine and timer callback Run started
 
-	// mu guards the fields below. Lock order: conn.wmu → mu; stateMu and
+	// mu guards the fields below. Lock order: dmu → conn.wmu → mu; stateMu and
 	// queue.mu are leaves.
 	mu      sync.Mutex
 	cancel  context.CancelFunc  // ends Run's context; nil until Run starts
@@ -189,7 +202,10 @@ type Client struct {
 	reconnectAt time.Time // from a reconnect event: do not reconnect before
 	lastState   State     // the last state reported
 
-	// The dispatcher's goroutine only.
+	// dmu is held by whoever runs the callbacks: the dispatcher while it
+	// handles what it took from q, or the read loop delivering a message
+	// itself (Config.DeliverOnReader). The fields below are theirs.
+	dmu       sync.Mutex
 	acks      map[int64]int64 // highest delivered sequence not yet acked, per conversation
 	ackDue    time.Time       // when the pending acks go out; zero when none are pending
 	ackTimer  *time.Timer     // wakes the dispatcher to flush acks

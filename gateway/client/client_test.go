@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -212,60 +213,64 @@ func TestFramesSplitAndRepliesMatched(t *testing.T) {
 }
 
 func TestDuplicatesDropped(t *testing.T) {
-	s := newFakeServer(t)
-	c := start(t, s, nil)
-	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
-	m1, m2, m3 := s.add(1, "a"), s.add(1, "b"), s.add(1, "c")
-	s.last().send(event(EventMessage, m1), event(EventMessage, m1), event(EventMessage, m2),
-		event(EventMessage, m1), event(EventMessage, m2), event(EventMessage, m3), event(EventMessage, m3))
-	c.barrier(t, s)
-	if got := c.rec.seqs(1); !slices.Equal(got, seqRange(1, 3)) {
-		t.Errorf("delivered %v", got)
-	}
-	if n := len(s.framesOf("history")); n != 0 {
-		t.Errorf("%d history requests for no gap", n)
-	}
+	eachDelivery(t, func(t *testing.T, onReader bool) {
+		s := newFakeServer(t)
+		c := start(t, s, func(cfg *Config) { cfg.DeliverOnReader = onReader })
+		checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+		m1, m2, m3 := s.add(1, "a"), s.add(1, "b"), s.add(1, "c")
+		s.last().send(event(EventMessage, m1), event(EventMessage, m1), event(EventMessage, m2),
+			event(EventMessage, m1), event(EventMessage, m2), event(EventMessage, m3), event(EventMessage, m3))
+		c.barrier(t, s)
+		if got := c.rec.seqs(1); !slices.Equal(got, seqRange(1, 3)) {
+			t.Errorf("delivered %v", got)
+		}
+		if n := len(s.framesOf("history")); n != 0 {
+			t.Errorf("%d history requests for no gap", n)
+		}
+	})
 }
 
 func TestGapFilledWithHistory(t *testing.T) {
-	s := newFakeServer(t)
-	c := start(t, s, nil)
-	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+	eachDelivery(t, func(t *testing.T, onReader bool) {
+		s := newFakeServer(t)
+		c := start(t, s, func(cfg *Config) { cfg.DeliverOnReader = onReader })
+		checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
 
-	// A gap after a known sequence: history after it.
-	s.broadcast(s.add(1, "1"))
-	checkFor(t, wait, "message 1", func() bool { return len(c.rec.seqs(1)) == 1 })
-	for i := 2; i <= 4; i++ {
-		s.add(1, "x")
-	}
-	m5 := s.add(1, "5")
-	s.broadcast(m5)
-	checkFor(t, wait, "messages 2-5", func() bool { return len(c.rec.seqs(1)) == 5 })
-	if got := c.rec.seqs(1); !slices.Equal(got, seqRange(1, 5)) {
-		t.Errorf("conv 1: %v", got)
-	}
-	h := s.framesOf("history")
-	if len(h) != 1 || !strings.Contains(string(h[0].Data), `"after":1`) {
-		t.Errorf("history frames %v", h)
-	}
+		// A gap after a known sequence: history after it.
+		s.broadcast(s.add(1, "1"))
+		checkFor(t, wait, "message 1", func() bool { return len(c.rec.seqs(1)) == 1 })
+		for i := 2; i <= 4; i++ {
+			s.add(1, "x")
+		}
+		m5 := s.add(1, "5")
+		s.broadcast(m5)
+		checkFor(t, wait, "messages 2-5", func() bool { return len(c.rec.seqs(1)) == 5 })
+		if got := c.rec.seqs(1); !slices.Equal(got, seqRange(1, 5)) {
+			t.Errorf("conv 1: %v", got)
+		}
+		h := s.framesOf("history")
+		if len(h) != 1 || !strings.Contains(string(h[0].Data), `"after":1`) {
+			t.Errorf("history frames %v", h)
+		}
 
-	// A gap from the beginning, part of it before the user joined: what
-	// history gives is all there is.
-	for i := 0; i < 3; i++ {
-		s.add(2, "before joining")
-	}
-	s.mu.Lock()
-	s.joined[2] = 3
-	s.mu.Unlock()
-	s.add(2, "4")
-	s.broadcast(s.add(2, "5"))
-	checkFor(t, wait, "conv 2", func() bool { return len(c.rec.seqs(2)) == 2 })
-	if got := c.rec.seqs(2); !slices.Equal(got, []int64{4, 5}) {
-		t.Errorf("conv 2: %v", got)
-	}
-	if seqs := c.Seqs(); seqs[1] != 5 || seqs[2] != 5 {
-		t.Errorf("seqs %v", seqs)
-	}
+		// A gap from the beginning, part of it before the user joined: what
+		// history gives is all there is.
+		for i := 0; i < 3; i++ {
+			s.add(2, "before joining")
+		}
+		s.mu.Lock()
+		s.joined[2] = 3
+		s.mu.Unlock()
+		s.add(2, "4")
+		s.broadcast(s.add(2, "5"))
+		checkFor(t, wait, "conv 2", func() bool { return len(c.rec.seqs(2)) == 2 })
+		if got := c.rec.seqs(2); !slices.Equal(got, []int64{4, 5}) {
+			t.Errorf("conv 2: %v", got)
+		}
+		if seqs := c.Seqs(); seqs[1] != 5 || seqs[2] != 5 {
+			t.Errorf("seqs %v", seqs)
+		}
+	})
 }
 
 // A message whose event was lost, in a conversation that then stays
@@ -294,20 +299,22 @@ func TestResyncEventSyncs(t *testing.T) {
 }
 
 func TestLiveEventsHeldUntilSync(t *testing.T) {
-	s := newFakeServer(t)
-	s.add(1, "1")
-	s.add(1, "2")
-	s.onHello = func(fc *fakeConn) {
-		m3 := s.add(1, "3")
-		fc.live(event(EventMessage, s.msgs[1][1])) // in the sync reply as well
-		fc.live(event(EventMessage, m3))
-	}
-	c := start(t, s, nil)
-	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
-	c.barrier(t, s)
-	if got := c.rec.seqs(1); !slices.Equal(got, seqRange(1, 3)) {
-		t.Errorf("delivered %v", got)
-	}
+	eachDelivery(t, func(t *testing.T, onReader bool) {
+		s := newFakeServer(t)
+		s.add(1, "1")
+		s.add(1, "2")
+		s.onHello = func(fc *fakeConn) {
+			m3 := s.add(1, "3")
+			fc.live(event(EventMessage, s.msgs[1][1])) // in the sync reply as well
+			fc.live(event(EventMessage, m3))
+		}
+		c := start(t, s, func(cfg *Config) { cfg.DeliverOnReader = onReader })
+		checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+		c.barrier(t, s)
+		if got := c.rec.seqs(1); !slices.Equal(got, seqRange(1, 3)) {
+			t.Errorf("delivered %v", got)
+		}
+	})
 }
 
 func TestSendResentAfterDrop(t *testing.T) {
@@ -451,45 +458,51 @@ func TestOverflowResyncs(t *testing.T) {
 }
 
 func TestAutoAck(t *testing.T) {
-	s := newFakeServer(t)
-	c := start(t, s, func(cfg *Config) { cfg.AutoAck, cfg.AckInterval = true, 200*time.Millisecond })
-	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
-	var ms []Message
-	for range 30 {
-		ms = append(ms, s.add(1, "x"))
-	}
-	s.broadcast(ms...)
-	checkFor(t, wait, "an ack of 30", func() bool {
-		for _, a := range s.framesOf("ack") {
-			if a.ID == "" && string(a.Data) == `{"conv":1,"seq":30}` {
-				return true
-			}
+	eachDelivery(t, func(t *testing.T, onReader bool) {
+		s := newFakeServer(t)
+		c := start(t, s, func(cfg *Config) {
+			cfg.AutoAck, cfg.AckInterval, cfg.DeliverOnReader = true, 200*time.Millisecond, onReader
+		})
+		checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+		var ms []Message
+		for range 30 {
+			ms = append(ms, s.add(1, "x"))
 		}
-		return false
+		s.broadcast(ms...)
+		checkFor(t, wait, "an ack of 30", func() bool {
+			for _, a := range s.framesOf("ack") {
+				if a.ID == "" && string(a.Data) == `{"conv":1,"seq":30}` {
+					return true
+				}
+			}
+			return false
+		})
+		if n := len(s.framesOf("ack")); n > 10 {
+			t.Errorf("%d ack frames for 30 messages", n)
+		}
 	})
-	if n := len(s.framesOf("ack")); n > 10 {
-		t.Errorf("%d ack frames for 30 messages", n)
-	}
 }
 
 // TestAcksTrail: an ack goes out AckInterval (less up to a half) after the
 // first delivery it confirms, not at once, so that every member of a
 // group does not answer a message at the same moment.
 func TestAcksTrail(t *testing.T) {
-	s := newFakeServer(t)
-	c := start(t, s, func(cfg *Config) { cfg.AutoAck, cfg.AckInterval = true, time.Second })
-	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
-	s.broadcast(s.add(1, "x"))
-	checkFor(t, wait, "the message", func() bool { return len(c.rec.seqs(1)) == 1 })
-	sent := time.Now()
-	time.Sleep(400 * time.Millisecond) // the earliest an ack is due is 500 ms
-	if n := len(s.framesOf("ack")); n != 0 {
-		t.Fatalf("%d ack frames within 400 ms of the delivery, want none before 500 ms", n)
-	}
-	checkFor(t, wait, "the ack", func() bool { return len(s.framesOf("ack")) == 1 })
-	if d := time.Since(sent); d > 3*time.Second {
-		t.Errorf("the ack came %v after the delivery, want about 0.5-1 s", d)
-	}
+	eachDelivery(t, func(t *testing.T, onReader bool) {
+		s := newFakeServer(t)
+		c := start(t, s, func(cfg *Config) { cfg.AutoAck, cfg.AckInterval, cfg.DeliverOnReader = true, time.Second, onReader })
+		checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+		s.broadcast(s.add(1, "x"))
+		checkFor(t, wait, "the message", func() bool { return len(c.rec.seqs(1)) == 1 })
+		sent := time.Now()
+		time.Sleep(400 * time.Millisecond) // the earliest an ack is due is 500 ms
+		if n := len(s.framesOf("ack")); n != 0 {
+			t.Fatalf("%d ack frames within 400 ms of the delivery, want none before 500 ms", n)
+		}
+		checkFor(t, wait, "the ack", func() bool { return len(s.framesOf("ack")) == 1 })
+		if d := time.Since(sent); d > 3*time.Second {
+			t.Errorf("the ack came %v after the delivery, want about 0.5-1 s", d)
+		}
+	})
 }
 
 func TestBackoffBounds(t *testing.T) {
@@ -998,5 +1011,132 @@ func TestSetupStages(t *testing.T) {
 			t.Errorf("%s: disconnected with %v, want a set-up error at %s", c.url, r.rec.errs[0], c.stage)
 		}
 		r.rec.mu.Unlock()
+	}
+}
+
+// eachDelivery runs f with live messages handed to the dispatcher and with
+// Config.DeliverOnReader, which lets the read loop deliver them itself.
+func eachDelivery(t *testing.T, f func(t *testing.T, onReader bool)) {
+	for _, onReader := range []bool{false, true} {
+		t.Run("DeliverOnReader="+strconv.FormatBool(onReader), func(t *testing.T) { f(t, onReader) })
+	}
+}
+
+// TestDeliverOnReader: with Config.DeliverOnReader, the next message of a
+// conversation reaches OnMessage on the read loop's goroutine while the
+// dispatcher is idle; while another callback runs, it waits in the queue
+// behind it, and a gap is still fetched by the dispatcher, so callbacks
+// stay one at a time and in order.
+func TestDeliverOnReader(t *testing.T) {
+	s := newFakeServer(t)
+	release := make(chan struct{})
+	var running atomic.Int32 // callbacks running
+	var mu sync.Mutex
+	var got []int64
+	var onReader []bool
+	c := start(t, s, func(cfg *Config) {
+		cfg.DeliverOnReader = true
+		record := cfg.OnEvent
+		cfg.OnEvent = func(e Event) {
+			if running.Add(1) > 1 {
+				t.Error("callbacks overlap")
+			}
+			if e.Type == "test.block" {
+				<-release
+			}
+			running.Add(-1)
+			record(e)
+		}
+		cfg.OnMessage = func(m Message) {
+			if running.Add(1) > 1 {
+				t.Error("callbacks overlap")
+			}
+			mu.Lock()
+			got = append(got, m.Seq)
+			onReader = append(onReader, inReadLoop())
+			mu.Unlock()
+			running.Add(-1)
+		}
+	})
+	delivered := func(n int) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n }
+	}
+	idle := func() bool { // nothing else is queued for the dispatcher in this test
+		if !c.dmu.TryLock() {
+			return false
+		}
+		c.dmu.Unlock()
+		return true
+	}
+	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+
+	// A conversation the client has not heard of is the dispatcher's.
+	s.broadcast(s.add(1, "1"))
+	checkFor(t, wait, "message 1", delivered(1))
+
+	// The dispatcher is idle: the read loop delivers.
+	checkFor(t, wait, "the dispatcher idle", idle)
+	s.broadcast(s.add(1, "2"))
+	checkFor(t, wait, "message 2", delivered(2))
+
+	// The dispatcher is in a callback: the message waits for it.
+	s.last().send(event("test.block", map[string]any{}))
+	checkFor(t, wait, "the blocking callback", func() bool { return running.Load() == 1 })
+	s.broadcast(s.add(1, "3"))
+	c.Ping(context.Background()) // the read loop has read message 3
+	if delivered(3)() {
+		t.Error("a message was delivered while another callback ran")
+	}
+	close(release)
+	checkFor(t, wait, "message 3", delivered(3))
+
+	// A gap is the dispatcher's to fetch.
+	checkFor(t, wait, "the dispatcher idle", idle)
+	s.add(1, "4")
+	s.broadcast(s.add(1, "5"))
+	checkFor(t, wait, "messages 4 and 5", delivered(5))
+
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, seqRange(1, 5)) {
+		t.Errorf("delivered %v", got)
+	}
+	if want := []bool{false, true, false, false, false}; !slices.Equal(onReader, want) {
+		t.Errorf("delivered on the read loop: %v, want %v", onReader, want)
+	}
+}
+
+// inReadLoop reports whether the calling goroutine is a client's read loop.
+func inReadLoop() bool {
+	buf := make([]byte, 64<<10)
+	return bytes.Contains(buf[:runtime.Stack(buf, false)], []byte("client.(*Client).readLoop"))
+}
+
+// TestDeliverOnReaderWaitsItsTurn: the read loop does not deliver ahead of
+// what is queued for the dispatcher, nor while a sync is due.
+func TestDeliverOnReaderWaitsItsTurn(t *testing.T) {
+	var got []int64
+	c := New(Config{
+		Token:           func(context.Context) (string, error) { return "good", nil },
+		Seqs:            map[int64]int64{1: 1},
+		DeliverOnReader: true,
+		OnMessage:       func(m Message) { got = append(got, m.Seq) },
+	})
+	c.runCtx = context.Background()
+	c.q.push(item{kind: itemEvent, ev: &Event{Type: EventRead}})
+	if c.deliverOnReader(&Message{Conv: 1, Seq: 2}) {
+		t.Error("delivered ahead of a queued event")
+	}
+	c.q.take(nil)
+	c.needSync = true
+	if c.deliverOnReader(&Message{Conv: 1, Seq: 2}) {
+		t.Error("delivered while a sync is due")
+	}
+	c.needSync = false
+	if !c.deliverOnReader(&Message{Conv: 1, Seq: 2}) || !c.deliverOnReader(&Message{Conv: 1, Seq: 2}) {
+		t.Error("the next message, and then its duplicate, were not handled on the read loop")
+	}
+	if !slices.Equal(got, []int64{2}) || c.Seqs()[1] != 2 {
+		t.Errorf("delivered %v, seqs %v", got, c.Seqs())
 	}
 }

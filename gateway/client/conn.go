@@ -322,7 +322,9 @@ func (c *Client) handleFrame(cn *conn, f serverFrame) {
 			}
 			m = &dm
 		}
-		c.q.push(item{kind: itemMessage, msg: m})
+		if !c.deliverOnReader(m) {
+			c.q.push(item{kind: itemMessage, msg: m})
+		}
 	case EventReconnect:
 		var r ReconnectEvent
 		json.Unmarshal(f.Data, &r)

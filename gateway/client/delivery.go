@@ -69,6 +69,13 @@ func (q *queue) push(it item) {
 	}
 }
 
+// empty reports whether nothing is queued.
+func (q *queue) empty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) == 0 && !q.overflow
+}
+
 // take returns everything queued, leaving spare (emptied) in its place.
 func (q *queue) take(spare []item) ([]item, bool) {
 	q.mu.Lock()
@@ -95,38 +102,74 @@ func (c *Client) dispatch(ctx context.Context) {
 			return
 		case <-c.q.wake:
 		}
-		items, overflow := c.q.take(c.itemSpare)
-		for i := range items {
-			if ctx.Err() != nil {
-				c.finalStates(items[i:])
-				return
+		if !c.handleQueued(ctx) {
+			return
+		}
+	}
+}
+
+// handleQueued handles what is queued, under dmu. It returns false when
+// ctx has ended.
+func (c *Client) handleQueued(ctx context.Context) bool {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	items, overflow := c.q.take(c.itemSpare)
+	for i := range items {
+		if ctx.Err() != nil {
+			c.finalStates(items[i:])
+			return false
+		}
+		c.handleItem(ctx, &items[i])
+	}
+	clear(items)
+	c.itemSpare = nil
+	if cap(items) <= 64 {
+		c.itemSpare = items[:0]
+	}
+	if overflow {
+		c.log.Warn("the event queue overflowed; syncing", "size", c.q.max)
+		if c.cfg.OnEvent != nil {
+			c.cfg.OnEvent(Event{Type: EventOverflow, Data: json.RawMessage(`{}`)})
+		}
+		c.needSync = true
+	}
+	if c.needSync {
+		if cn := c.current(); cn != nil {
+			c.needSync = false
+			c.sync(ctx, cn, false)
+			if c.needWatch {
+				c.needWatch = false
+				c.rewatch(ctx, cn)
 			}
-			c.handleItem(ctx, &items[i])
 		}
-		clear(items)
-		c.itemSpare = nil
-		if cap(items) <= 64 {
-			c.itemSpare = items[:0]
-		}
-		if overflow {
-			c.log.Warn("the event queue overflowed; syncing", "size", c.q.max)
-			if c.cfg.OnEvent != nil {
-				c.cfg.OnEvent(Event{Type: EventOverflow, Data: json.RawMessage(`{}`)})
-			}
-			c.needSync = true
-		}
-		if c.needSync {
-			if cn := c.current(); cn != nil {
-				c.needSync = false
-				c.sync(ctx, cn, false)
-				if c.needWatch {
-					c.needWatch = false
-					c.rewatch(ctx, cn)
-				}
-			}
-		}
+	}
+	c.flushAcks()
+	return true
+}
+
+// deliverOnReader delivers m on the read loop's goroutine when it is the
+// next message of its conversation and the dispatcher has nothing queued
+// and nothing running (Config.DeliverOnReader). It reports whether m was
+// handled; if not, m goes to the dispatcher's queue. Everything else (a
+// gap to fetch, a conversation not heard of, a sync to run) is left to
+// the dispatcher, which may wait for replies the read loop reads.
+func (c *Client) deliverOnReader(m *Message) bool {
+	if !c.cfg.DeliverOnReader || !c.dmu.TryLock() {
+		return false
+	}
+	defer c.dmu.Unlock()
+	if c.runCtx.Err() != nil || c.needSync || !c.q.empty() {
+		return false
+	}
+	last, known := c.seqs[m.Conv]
+	switch {
+	case !known || m.Seq > last+1:
+		return false
+	case m.Seq == last+1:
+		c.deliver(*m)
 		c.flushAcks()
 	}
+	return true // or a duplicate, dropped
 }
 
 // finalStates reports the state changes still queued when Run stops, so
@@ -162,8 +205,8 @@ func (c *Client) handleItem(ctx context.Context, it *item) {
 	}
 }
 
-// last is the last processed sequence of conv. Only the dispatcher writes
-// seqs, so it reads without the lock.
+// last is the last processed sequence of conv. Only the holder of dmu
+// writes seqs, so it reads without stateMu.
 func (c *Client) last(conv int64) int64 { return c.seqs[conv] }
 
 // deliver hands m to OnMessage and then records it as processed.

@@ -41,10 +41,15 @@
 // callback does, and a callback that blocks holds up delivery; the queue is
 // bounded (Config.QueueSize) and, when full, live events are dropped and
 // the client syncs when the dispatcher catches up, so messages are never
-// lost (EventOverflow tells the other events were). Run returns only after
+// lost (EventOverflow tells the other events were). With
+// Config.DeliverOnReader the read loop calls OnMessage itself for a live
+// message that is next in its conversation while the dispatcher is idle
+// with nothing queued: the same order and the same one callback at a
+// time, one goroutine switch less, but the connection is not read while
+// that callback runs. Run returns only after
 // every goroutine it started has ended, including a callback in progress;
 // Close does not wait and may be called from a callback, Shutdown waits.
 //
-// Lock order: conn.wmu (one connection's writes) → Client.mu. Client.stateMu
-// and queue.mu are leaves.
+// Lock order: Client.dmu (running the callbacks) → conn.wmu (one
+// connection's writes) → Client.mu. Client.stateMu and queue.mu are leaves.
 package client
