@@ -469,6 +469,9 @@ func (fl *fleet) connect(ctx context.Context, plan func(i int) []string, autoAck
 					fl.connected.Add(1)
 					release()
 				case client.StateDisconnected:
+					if errors.Is(err, client.ErrClosed) {
+						break // the load generator closed it: not a disconnection
+					}
 					// Counted per client and merged at the end: a lock
 					// shared by the clients, which all disconnect at once
 					// in a storm, held up their reconnecting by seconds.

@@ -348,6 +348,9 @@ func (c *Client) Run(ctx context.Context) (err error) {
 		}
 		cancel()
 		c.wg.Wait()
+		// The dispatcher may have stopped before the last state was queued;
+		// nothing else runs callbacks now.
+		c.finalStates(nil)
 		c.finish(err)
 	}()
 

@@ -1140,3 +1140,22 @@ func TestDeliverOnReaderWaitsItsTurn(t *testing.T) {
 		t.Errorf("delivered %v, seqs %v", got, c.Seqs())
 	}
 }
+
+// TestShutdownReportsDisconnected: OnState hears StateDisconnected, with
+// ErrClosed, when the client is shut down, after every other callback.
+func TestShutdownReportsDisconnected(t *testing.T) {
+	s := newFakeServer(t)
+	c := start(t, s, nil)
+	checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
+	if err := c.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.rec.mu.Lock()
+	defer c.rec.mu.Unlock()
+	if n := len(c.rec.states); n == 0 || c.rec.states[n-1] != StateDisconnected {
+		t.Fatalf("states %v, want StateDisconnected last", c.rec.states)
+	}
+	if len(c.rec.errs) != 1 || !errors.Is(c.rec.errs[0], ErrClosed) {
+		t.Errorf("disconnected with %v, want one, with ErrClosed", c.rec.errs)
+	}
+}

@@ -98,7 +98,9 @@ func (c *Client) dispatch(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			c.dmu.Lock() // a delivery on the read loop may be finishing
 			c.finalStates(nil)
+			c.dmu.Unlock()
 			return
 		case <-c.q.wake:
 		}
