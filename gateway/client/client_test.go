@@ -215,7 +215,11 @@ func TestFramesSplitAndRepliesMatched(t *testing.T) {
 func TestDuplicatesDropped(t *testing.T) {
 	eachDelivery(t, func(t *testing.T, onReader bool) {
 		s := newFakeServer(t)
-		c := start(t, s, func(cfg *Config) { cfg.DeliverOnReader = onReader })
+		c := start(t, s, func(cfg *Config) {
+			// Conversation 1 known from the start: its next message can be
+			// delivered on the read loop.
+			cfg.Seqs, cfg.DeliverOnReader = map[int64]int64{1: 0}, onReader
+		})
 		checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
 		m1, m2, m3 := s.add(1, "a"), s.add(1, "b"), s.add(1, "c")
 		s.last().send(event(EventMessage, m1), event(EventMessage, m1), event(EventMessage, m2),
@@ -233,7 +237,11 @@ func TestDuplicatesDropped(t *testing.T) {
 func TestGapFilledWithHistory(t *testing.T) {
 	eachDelivery(t, func(t *testing.T, onReader bool) {
 		s := newFakeServer(t)
-		c := start(t, s, func(cfg *Config) { cfg.DeliverOnReader = onReader })
+		c := start(t, s, func(cfg *Config) {
+			// Conversation 1 known from the start: its next message can be
+			// delivered on the read loop.
+			cfg.Seqs, cfg.DeliverOnReader = map[int64]int64{1: 0}, onReader
+		})
 		checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
 
 		// A gap after a known sequence: history after it.
@@ -308,7 +316,11 @@ func TestLiveEventsHeldUntilSync(t *testing.T) {
 			fc.live(event(EventMessage, s.msgs[1][1])) // in the sync reply as well
 			fc.live(event(EventMessage, m3))
 		}
-		c := start(t, s, func(cfg *Config) { cfg.DeliverOnReader = onReader })
+		c := start(t, s, func(cfg *Config) {
+			// Conversation 1 known from the start: its next message can be
+			// delivered on the read loop.
+			cfg.Seqs, cfg.DeliverOnReader = map[int64]int64{1: 0}, onReader
+		})
 		checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
 		c.barrier(t, s)
 		if got := c.rec.seqs(1); !slices.Equal(got, seqRange(1, 3)) {
@@ -489,7 +501,10 @@ func TestAutoAck(t *testing.T) {
 func TestAcksTrail(t *testing.T) {
 	eachDelivery(t, func(t *testing.T, onReader bool) {
 		s := newFakeServer(t)
-		c := start(t, s, func(cfg *Config) { cfg.AutoAck, cfg.AckInterval, cfg.DeliverOnReader = true, time.Second, onReader })
+		c := start(t, s, func(cfg *Config) {
+			cfg.AutoAck, cfg.AckInterval, cfg.DeliverOnReader = true, time.Second, onReader
+			cfg.Seqs = map[int64]int64{1: 0}
+		})
 		checkFor(t, wait, "synced", func() bool { return c.rec.count(StateSynced) == 1 })
 		s.broadcast(s.add(1, "x"))
 		checkFor(t, wait, "the message", func() bool { return len(c.rec.seqs(1)) == 1 })
