@@ -152,8 +152,8 @@ node() {
 stop_node() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
 
 node n1 "$API"
-lg() { "$dir/bin/loadgen" "$@" --api "http://$API" --state "$dir/state.json"; }
-lgnice() { nice -n "$FANOUT_LOADGEN_NICE" "$dir/bin/loadgen" "$@" --api "http://$API" --state "$dir/state.json"; }
+# lg runs the load generator (at nice LG_NICE, default 0).
+lg() { nice -n "${LG_NICE:-0}" "$dir/bin/loadgen" "$@" --api "http://$API" --state "$dir/state.json"; }
 
 # seed N: accounts wslg-1…N, members of the state's unit (made now if it has
 # none) and signed in, into $dir/accounts.jsonl. n1 runs meanwhile: the seed
@@ -252,7 +252,7 @@ case_fanout() {
 		rm -f "$dir"/out/fanout-go "$dir"/out/fanout-ready-* "$dir"/out/fanout-done-* "$dir"/out/fanout-end
 		local shp=() files=() run="fan$i$RANDOM"
 		for s in $(seq 0 $((shards - 1))); do
-			GOGC=$FANOUT_LOADGEN_GOGC lgnice ws-broadcast --targets "$targets" --conns "$FANOUT_CONNS" --groups "$groups" --group-size "$FANOUT_SIZE" \
+			GOGC=$FANOUT_LOADGEN_GOGC LG_NICE=$FANOUT_LOADGEN_NICE lg ws-broadcast --targets "$targets" --conns "$FANOUT_CONNS" --groups "$groups" --group-size "$FANOUT_SIZE" \
 				--shard "$s/$shards" --burst 1 --run "$run" --go-file "$dir/out/fanout-go" --ready-file "$dir/out/fanout-ready-$s" \
 				--done-file "$dir/out/fanout-done-$s" --end-file "$dir/out/fanout-end" \
 				--sources 4 --source-base $((11 + 4 * s)) --settle 2s --drain 60s --latency-out "$dir/out/fanout-$i-$s.lat" \
