@@ -148,25 +148,50 @@ func isControlFrame(b []byte) bool {
 // same time (gorilla writes one frame at a time, and the flusher only
 // while no write of this kind is made).
 func (f *frameConn) writeNow(b []byte) (n int, err error) {
-	cerr := f.raw.Control(func(fd uintptr) {
-		for n < len(b) {
-			m, werr := syscall.Write(int(fd), b[n:])
-			if werr == syscall.EINTR {
-				continue
-			}
-			if werr != nil {
-				if werr != syscall.EAGAIN {
-					err = &net.OpError{Op: "write", Net: "tcp", Err: werr}
-				}
-				break
-			}
-			n += m
-		}
-	})
+	w := rawWrites.Get().(*rawWrite)
+	w.b = b
+	cerr := f.raw.Control(w.fn)
+	n, err = w.n, w.err
+	*w = rawWrite{fn: w.fn}
+	rawWrites.Put(w)
 	if cerr != nil {
 		return n, cerr
 	}
 	return n, err
+}
+
+// rawWrite is one writeNow's call into RawConn.Control. They are pooled,
+// closure included: a closure made for each call escapes into Control, and
+// with the results it set it was three allocations a write, about half of
+// the allocating the gateways did in a fan-out's burst (docs/benchmarks.md,
+// session 24).
+type rawWrite struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) // w.write
+}
+
+var rawWrites = sync.Pool{New: func() any {
+	w := new(rawWrite)
+	w.fn = w.write
+	return w
+}}
+
+func (w *rawWrite) write(fd uintptr) {
+	for w.n < len(w.b) {
+		m, err := syscall.Write(int(fd), w.b[w.n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			if err != syscall.EAGAIN {
+				w.err = &net.OpError{Op: "write", Net: "tcp", Err: err}
+			}
+			break
+		}
+		w.n += m
+	}
 }
 
 // flush writes what a stall holds, waiting for the client up to

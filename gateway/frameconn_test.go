@@ -756,3 +756,29 @@ func TestWaitingWriteTimesOut(t *testing.T) {
 		t.Errorf("timed out %v after the deadline on the socket", late)
 	}
 }
+
+// TestRoundWriteDoesNotAllocate: the write a round writer makes to the
+// socket (writeNow) allocates nothing, since a fan-out makes one for every
+// connection.
+func TestRoundWriteDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts do not hold under the race detector")
+	}
+	f, cl := tcpPair(t)
+	go io.Copy(io.Discard, cl)
+	b := []byte{0x81, 5, 'h', 'e', 'l', 'l', 'o'}
+	wrote := 0
+	allocs := testing.AllocsPerRun(100, func() {
+		n, err := f.writeNow(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrote += n
+	})
+	if allocs != 0 {
+		t.Errorf("writeNow allocated %.0f times a call", allocs)
+	}
+	if wrote == 0 {
+		t.Error("nothing was written")
+	}
+}
