@@ -262,8 +262,9 @@ case_fanout() {
 		shards_at ready 1
 		sleep 3 # every shard's --settle
 		touch "$dir/out/fanout-go"
-		# A shard that has its deliveries keeps its clients connected until
-		# every shard has: closing them is work for the gateways (presence)
+		# A shard that has its deliveries keeps its clients connected, and
+		# its report back, until every shard has: closing them is work for
+		# the gateways (presence), and a report for the shard's process,
 		# that the shards still receiving would wait behind.
 		shards_at done 0.05
 		touch "$dir/out/fanout-end"

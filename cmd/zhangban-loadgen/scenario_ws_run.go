@@ -270,9 +270,10 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 		fs.IntVar(&burst, "burst", 0, "instead of --rate for --duration: send this many messages into every group at once, then wait for delivery")
 		fs.StringVar(&goFile, "go-file", "", "with --burst: wait until this file exists before sending (to start shards together)")
 		fs.StringVar(&readyFile, "ready-file", "", "create this file once every connection of the shard is synced")
-		fs.StringVar(&doneFile, "done-file", "", "create this file once the shard's deliveries are in (or --drain ran out) and its report is out")
-		fs.StringVar(&endFile, "end-file", "", "after the report, keep the connections open until this file exists (at most --drain), so that a\n"+
-			"shard that is done does not close its clients while the others still receive")
+		fs.StringVar(&doneFile, "done-file", "", "create this file once the shard's deliveries are in (or --drain ran out)")
+		fs.StringVar(&endFile, "end-file", "", "then wait until this file exists (at most --drain) before the report and before closing the\n"+
+			"connections, so that a shard that is done neither closes its clients nor sorts its latencies while\n"+
+			"the others still receive")
 		fs.DurationVar(&drain, "drain", 30*time.Second, "how long to wait for deliveries after the last send")
 		fs.BoolVar(&sendProc, "send-process", false, "send from a process of its own (this program again, with --send-only), so that the sends do not wait\n"+
 			"behind the clients' work for this process's CPU; not with --burst or --shard")
@@ -394,17 +395,20 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fl.waitDelivered(ctx, want, drain)
 	stop()
-	err = r.report(ctx, fl, s, exp, sd, sendStart, stdout)
-	if err == nil {
-		err = holdOpen(ctx, doneFile, endFile, drain)
+	if err := holdOpen(ctx, doneFile, endFile, drain); err != nil {
+		return err
 	}
-	return err
+	return r.report(ctx, fl, s, exp, sd, sendStart, stdout)
 }
 
 // holdOpen creates doneFile, then waits until endFile exists, ctx ends or
-// limit passes: the caller's connections stay open meanwhile. Closing
-// 16,667 connections at once is work for the gateways and the database
-// (presence), which shards still receiving would share the CPU with.
+// limit passes: the caller's connections stay open meanwhile, and its
+// report waits. Closing 16,667 connections at once is work for the
+// gateways and the database (presence), and a report (the servers scraped,
+// 16,667 latencies sorted and written) is work for this process; shards
+// still receiving would share the CPU with both (the report was 3.8 % of
+// the load generator's CPU while the last deliveries came, in a fan-out of
+// docs/benchmarks.md, session 24).
 func holdOpen(ctx context.Context, doneFile, endFile string, limit time.Duration) error {
 	if doneFile != "" {
 		if err := os.WriteFile(doneFile, nil, 0o644); err != nil {

@@ -82,6 +82,15 @@ type upgraded struct {
 	rc      syscall.RawConn // nil: no receive times
 	arrived atomic.Int64    // unix nanoseconds: when the data last read reached the socket; 0 unknown
 	oob     [64]byte        // control messages of a read (recv only)
+	rd      rawRead         // the read recv is making
+	readFn  func(fd uintptr) bool
+}
+
+// rawRead is recv's read in progress: what recvmsg is given and got.
+type rawRead struct {
+	p       []byte
+	n, oobn int
+	err     error
 }
 
 func (u *upgraded) Read(p []byte) (int, error) {
