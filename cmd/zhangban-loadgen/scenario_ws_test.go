@@ -23,10 +23,14 @@ func TestTagRoundTrip(t *testing.T) {
 	if !ok || !sent.Equal(at) || n != 42 {
 		t.Fatalf("parseTag = %v %d %v", sent, n, ok)
 	}
-	for _, text := range []string{"hello", "lg other 1 2", "lg ab12 x 2", "lg ab12 1"} {
+	for _, text := range []string{"hello", "lg other 1 2", "lg ab12 x 2", "lg ab12 1", "lg ab123 1 2", "lg ab12 1 2 3", "lg ab12  1 2", "lg", "lg ab12", ""} {
 		if _, _, ok := parseTag(text, "ab12"); ok {
 			t.Errorf("parseTag(%q) accepted", text)
 		}
+	}
+	text := tagText("ab12", at, 42)
+	if a := testing.AllocsPerRun(100, func() { parseTag(text, "ab12") }); a != 0 {
+		t.Errorf("parseTag allocated %.0f times a call", a)
 	}
 }
 
