@@ -395,6 +395,7 @@ func runWSBroadcast(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fl.waitDelivered(ctx, want, drain)
 	stop()
+	r.selfAtEnd = selfCPU() // not the wait for the other shards
 	if err := holdOpen(ctx, doneFile, endFile, drain); err != nil {
 		return err
 	}
@@ -492,7 +493,11 @@ func (r *wsRun) cpuPerDelivery(s *wsSummary) {
 	if r.selfAtSend == 0 || s.Delivered == 0 {
 		return
 	}
-	s.LoadgenCPUPerDelivery = float64(selfCPU()-r.selfAtSend) / float64(time.Microsecond) / float64(s.Delivered)
+	end := r.selfAtEnd
+	if end == 0 {
+		end = selfCPU()
+	}
+	s.LoadgenCPUPerDelivery = float64(end-r.selfAtSend) / float64(time.Microsecond) / float64(s.Delivered)
 	if r.shardN != 1 || len(s.Servers) != len(r.atSend) {
 		return
 	}

@@ -139,6 +139,14 @@ func TestCPUPerDelivery(t *testing.T) {
 	if s.LoadgenCPUPerDelivery < 0 {
 		t.Errorf("load generator: %v us per delivery", s.LoadgenCPUPerDelivery)
 	}
+	// A shard's CPU ends when its deliveries were in, not at the report.
+	end := &wsRun{shardN: 2, selfAtSend: time.Second, selfAtEnd: 3 * time.Second}
+	s = &wsSummary{}
+	s.Delivered = 1_000_000
+	end.cpuPerDelivery(s)
+	if s.LoadgenCPUPerDelivery != 2 {
+		t.Errorf("load generator, marked at the end: %v us per delivery, want 2", s.LoadgenCPUPerDelivery)
+	}
 	for _, tc := range []struct {
 		name string
 		r    wsRun
