@@ -98,10 +98,7 @@ func (c *Client) dispatch(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			c.dmu.Lock() // a delivery on the read loop may be finishing
-			c.finalStates(nil)
-			c.dmu.Unlock()
-			return
+			return // Run reports the states still queued (finalStates)
 		case <-c.q.wake:
 		}
 		if !c.handleQueued(ctx) {
