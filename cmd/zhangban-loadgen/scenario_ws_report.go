@@ -142,8 +142,11 @@ func (s *wsSummary) print(w io.Writer) {
 	if s.LoadgenRSS > 0 {
 		fmt.Fprintf(&b, "loadgen RSS    %.1f MiB\n", float64(s.LoadgenRSS)/(1<<20))
 	}
-	if s.ServerCPUPerDelivery > 0 || s.LoadgenCPUPerDelivery > 0 {
+	switch {
+	case s.ServerCPUPerDelivery > 0:
 		fmt.Fprintf(&b, "CPU            %.1f us per delivery on the servers, %.1f us in this process (from the first send)\n", s.ServerCPUPerDelivery, s.LoadgenCPUPerDelivery)
+	case s.LoadgenCPUPerDelivery > 0: // a shard, or a target not read: the servers' share is unknown
+		fmt.Fprintf(&b, "CPU            %.1f us per delivery in this process (from the first send)\n", s.LoadgenCPUPerDelivery)
 	}
 	io.WriteString(w, b.String())
 }
