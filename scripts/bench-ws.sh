@@ -20,6 +20,9 @@
 #              to 6 processes that write one message to each, RUNS bursts;
 #              no WebSocket, JSON, NATS or database: what the fan-out's
 #              latency cannot go below on this machine. Not in the default set.
+#   rawfloor   the floor with receivers that read all their connections in one
+#              epoll loop each, no goroutine per connection (tcp-floor --raw):
+#              the kernel's loopback TCP alone. Not in the default set.
 #
 # It builds zhangban, the load generator (with GOEXPERIMENT=jsonv2 unless
 # LOADGEN_GOEXPERIMENT says otherwise) and nats-server, starts NATS and
@@ -276,12 +279,17 @@ case_fanout() {
 	results+=("fanout ($FANOUT_CONNS clients, 6 gateways, groups of $FANOUT_SIZE, one message each, load generator at nice $FANOUT_LOADGEN_NICE): p99 ms median $(median latency.p99_ms "${out[@]}") (runs: $(values latency.p99_ms "${out[@]}")); arrival in the clients' sockets p99 ms median $(median arrival_latency.p99_ms "${out[@]}") (runs: $(values arrival_latency.p99_ms "${out[@]}")); max ms: $(values latency.max_ms "${out[@]}"); delivered: $(values delivered "${out[@]}") of $(values expected "${out[@]}"); lost: $(values lost "${out[@]}"); duplicated: $(values duplicated "${out[@]}")")
 }
 
-case_floor() {
-	local shards=${FANOUT_SHARDS:-$(((FANOUT_CONNS + 18999) / 19000))}
+# floor_run NAME WHAT [tcp-floor flags]: one tcp-floor of RUNS bursts.
+floor_run() {
+	local name=$1 what=$2 shards=${FANOUT_SHARDS:-$(((FANOUT_CONNS + 18999) / 19000))}
+	shift 2
 	"$dir/bin/loadgen" tcp-floor --conns "$FANOUT_CONNS" --servers 6 --receivers "$shards" --bursts "$RUNS" \
-		--json --label floor | tee "$dir/out/floor.txt" || true
-	results+=("floor ($FANOUT_CONNS connections, bare TCP, 6 writing processes, $shards reading): p99 ms median $(median p99_ms_median "$dir/out/floor.txt") (bursts: $(grep '^{' "$dir/out/floor.txt" | jq -r '[.bursts[].p99_ms] | map(tostring) | join(" ")')); delivered: $(values delivered "$dir/out/floor.txt") of $(values expected "$dir/out/floor.txt")")
+		--json --label "$name" "$@" | tee "$dir/out/$name.txt" || true
+	results+=("$name ($FANOUT_CONNS connections, bare TCP, 6 writing processes, $shards reading $what): p99 ms median $(median p99_ms_median "$dir/out/$name.txt") (bursts: $(grep '^{' "$dir/out/$name.txt" | jq -r '[.bursts[].p99_ms] | map(tostring) | join(" ")')); delivered: $(values delivered "$dir/out/$name.txt") of $(values expected "$dir/out/$name.txt")")
 }
+
+case_floor() { floor_run floor "with a goroutine per connection"; }
+case_rawfloor() { floor_run rawfloor "in one epoll loop each" --raw; }
 
 for c in $CASES; do "case_$c"; done
 echo

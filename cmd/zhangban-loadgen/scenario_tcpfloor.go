@@ -40,6 +40,12 @@ import (
 //
 // The connections are made once and the burst repeated --bursts times,
 // --pause apart: making 100,000 loopback connections took 26 s here.
+//
+// With --raw the receivers have no goroutine per connection either: each
+// reads all of its connections in one epoll loop (floorReceiveRaw), so
+// what is measured is the kernel's loopback TCP with as little user space
+// around it as a program in C would have. The difference between the two
+// is what Go's scheduler and poller take for a goroutine per connection.
 
 // floorMaxPerProcess keeps each process under the 20,000 open files a
 // process may hold here, with room for the runtime's own.
@@ -48,7 +54,7 @@ const floorMaxPerProcess = 19_000
 type floorFlags struct {
 	conns, servers, receivers, size, bursts, writers, sourceBase int
 	pause, timeout                                               time.Duration
-	json                                                         bool
+	json, raw                                                    bool
 	label                                                        string
 	// child roles
 	role, connect, source string
@@ -69,6 +75,7 @@ func runTCPFloor(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.DurationVar(&f.pause, "pause", 5*time.Second, "wait before each burst")
 	fs.DurationVar(&f.timeout, "timeout", time.Minute, "how long a burst may take before what is missing counts as lost")
 	fs.BoolVar(&f.json, "json", false, "also print the result as one JSON line")
+	fs.BoolVar(&f.raw, "raw", false, "receivers read in one epoll loop each, no goroutine per connection (Linux): the kernel's share")
 	fs.StringVar(&f.label, "label", "", "label for the result")
 	fs.StringVar(&f.role, "role", "", "internal: serve or receive")
 	fs.StringVar(&f.connect, "connect", "", "internal: the server a receiver dials")
@@ -119,6 +126,7 @@ type floorResult struct {
 	Servers   int              `json:"servers"`
 	Receivers int              `json:"receivers"`
 	Size      int              `json:"size"`
+	Raw       bool             `json:"raw"`
 	ConnectS  float64          `json:"connect_s"`
 	Expected  int              `json:"expected"`
 	Delivered int              `json:"delivered"`
@@ -129,8 +137,12 @@ type floorResult struct {
 
 func (r *floorResult) print(w io.Writer) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "tcp-floor %s: %d connections, %d servers, %d receivers, %d-byte messages; connected in %.1fs\n",
-		r.Label, r.Conns, r.Servers, r.Receivers, r.Size, r.ConnectS)
+	reading := "a goroutine per connection"
+	if r.Raw {
+		reading = "one epoll loop per receiver"
+	}
+	fmt.Fprintf(&b, "tcp-floor %s: %d connections, %d servers, %d receivers (%s), %d-byte messages; connected in %.1fs\n",
+		r.Label, r.Conns, r.Servers, r.Receivers, reading, r.Size, r.ConnectS)
 	for i, l := range r.Bursts {
 		fmt.Fprintf(&b, "burst %d: read %d of %d; ms min %.1f p50 %.1f p95 %.1f p99 %.1f max %.1f\n",
 			i+1, l.Samples, r.Conns, l.Min, l.P50, l.P95, l.P99, l.Max)
@@ -228,7 +240,8 @@ func floorRun(ctx context.Context, f floorFlags, stderr io.Writer) (*floorResult
 		}
 		perServer[i%f.servers] += perRecv[i]
 	}
-	common := []string{"--size", strconv.Itoa(f.size), "--bursts", strconv.Itoa(f.bursts), "--writers", strconv.Itoa(f.writers), "--timeout", f.timeout.String()}
+	common := []string{"--size", strconv.Itoa(f.size), "--bursts", strconv.Itoa(f.bursts), "--writers", strconv.Itoa(f.writers), "--timeout", f.timeout.String(),
+		"--raw=" + strconv.FormatBool(f.raw)}
 	addrs := make([]string, f.servers)
 	servers := make([]*floorChild, f.servers)
 	for i := range servers {
@@ -267,7 +280,7 @@ func floorRun(ctx context.Context, f floorFlags, stderr io.Writer) (*floorResult
 		}
 	}
 	res := &floorResult{Scenario: "tcp-floor", Label: f.label, Conns: f.conns, Servers: f.servers, Receivers: f.receivers,
-		Size: f.size, ConnectS: time.Since(t0).Seconds()}
+		Size: f.size, Raw: f.raw, ConnectS: time.Since(t0).Seconds()}
 	fmt.Fprintf(stderr, "tcp-floor: connected in %.1fs\n", res.ConnectS)
 	var p99s []float64
 	for b := range f.bursts {
@@ -389,30 +402,41 @@ func floorReceive(ctx context.Context, f floorFlags, out io.Writer) error {
 		arrived[b] = make([]int64, f.n)
 		done[b] = make(chan struct{})
 	}
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
+	arrive := func(b, i int, at int64) {
+		atomic.StoreInt64(&arrived[b][i], at)
+		if got[b].Add(1) == int64(f.n) {
+			close(done[b])
 		}
-	}()
-	for i := range f.n {
-		c, err := d.DialContext(ctx, "tcp", f.connect)
+	}
+	if f.raw {
+		stop, err := floorReceiveRaw(ctx, f, arrive)
 		if err != nil {
-			return fmt.Errorf("connection %d of %d: %w", i+1, f.n, err)
+			return err
 		}
-		conns = append(conns, c)
-		go func() {
-			buf := make([]byte, f.size)
-			for b := range f.bursts {
-				if _, err := io.ReadFull(c, buf); err != nil {
-					return
-				}
-				atomic.StoreInt64(&arrived[b][i], time.Now().UnixNano())
-				if got[b].Add(1) == int64(f.n) {
-					close(done[b])
-				}
+		defer stop()
+	} else {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
 			}
 		}()
+		for i := range f.n {
+			c, err := d.DialContext(ctx, "tcp", f.connect)
+			if err != nil {
+				return fmt.Errorf("connection %d of %d: %w", i+1, f.n, err)
+			}
+			conns = append(conns, c)
+			go func() {
+				buf := make([]byte, f.size)
+				for b := range f.bursts {
+					if _, err := io.ReadFull(c, buf); err != nil {
+						return
+					}
+					arrive(b, i, time.Now().UnixNano())
+				}
+			}()
+		}
 	}
 	w := bufio.NewWriter(out)
 	fmt.Fprintln(w, "ready")

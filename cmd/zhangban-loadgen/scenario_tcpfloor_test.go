@@ -5,7 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -20,10 +24,21 @@ func TestMain(m *testing.M) {
 }
 
 func TestTCPFloor(t *testing.T) {
+	for _, raw := range []bool{false, true} {
+		t.Run(fmt.Sprintf("raw=%v", raw), func(t *testing.T) {
+			if raw && runtime.GOOS != "linux" {
+				t.Skip("--raw reads with epoll")
+			}
+			testTCPFloor(t, raw)
+		})
+	}
+}
+
+func testTCPFloor(t *testing.T, raw bool) {
 	t.Setenv("ZHANGBAN_LOADGEN_AS_MAIN", "1")
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"tcp-floor", "--conns", "601", "--servers", "2", "--receivers", "3",
-		"--bursts", "2", "--pause", "10ms", "--size", "100", "--timeout", "20s", "--json"}, &out, &errOut)
+		"--bursts", "2", "--pause", "10ms", "--size", "100", "--timeout", "20s", "--json", "--raw=" + strconv.FormatBool(raw)}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("tcp-floor: %v\n%s", err, errOut.String())
 	}
@@ -31,6 +46,9 @@ func TestTCPFloor(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
 		t.Fatalf("the JSON line: %v\n%s", err, out.String())
+	}
+	if res.Raw != raw {
+		t.Errorf("the result says raw %v, run with %v", res.Raw, raw)
 	}
 	if res.Expected != 1202 || res.Delivered != 1202 || res.Lost != 0 || len(res.Bursts) != 2 {
 		t.Fatalf("expected, delivered, lost, bursts = %d, %d, %d, %d; want 1202, 1202, 0, 2", res.Expected, res.Delivered, res.Lost, len(res.Bursts))
@@ -55,6 +73,30 @@ func TestTCPFloorUsage(t *testing.T) {
 		err := run(context.Background(), append([]string{"tcp-floor"}, args...), new(bytes.Buffer), new(bytes.Buffer))
 		if ue := (usageError{}); !errors.As(err, &ue) {
 			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+func TestTCPFloorRawErrors(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("--raw reads with epoll")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	for _, c := range []struct{ connect, source, want string }{
+		{closed, "127.0.0.11", "connection 1 of 2: connect: connection refused"},
+		{"localhost:80", "127.0.0.11", "IPv4 address and port"},
+		{"[::1]:80", "127.0.0.11", "IPv4 address and port"},
+		{closed, "::1", "IPv4 source address"},
+	} {
+		err := run(context.Background(), []string{"tcp-floor", "--role", "receive", "--raw", "--n", "2",
+			"--connect", c.connect, "--source", c.source}, new(bytes.Buffer), new(bytes.Buffer))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("--connect %s --source %s: %v, want an error with %q", c.connect, c.source, err, c.want)
 		}
 	}
 }
