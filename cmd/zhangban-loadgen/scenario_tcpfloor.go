@@ -96,6 +96,9 @@ func runTCPFloor(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if f.conns <= 0 || f.servers <= 0 || f.receivers <= 0 || f.size <= 0 || f.bursts <= 0 || f.writers <= 0 {
 		return usageError{"--conns, --servers, --receivers, --size, --bursts and --writers must be positive"}
 	}
+	if f.conns < f.receivers {
+		return usageError{fmt.Sprintf("%d connections cannot give each of %d receivers one: lower --receivers", f.conns, f.receivers)}
+	}
 	if per := (f.conns + min(f.servers, f.receivers) - 1) / min(f.servers, f.receivers); per > floorMaxPerProcess {
 		return usageError{fmt.Sprintf("%d connections in one process is over the %d a process may hold here: raise --servers and --receivers", per, floorMaxPerProcess)}
 	}

@@ -23,6 +23,9 @@ import (
 // the burst, the connection's number and the time for each message read.
 // stop ends the loop and closes the connections.
 func floorReceiveRaw(ctx context.Context, f floorFlags, arrive func(b, i int, at int64)) (stop func(), err error) {
+	if f.n <= 0 {
+		return nil, fmt.Errorf("--raw needs connections to read, not --n %d", f.n)
+	}
 	dst, err := netip.ParseAddrPort(f.connect)
 	if err != nil || !dst.Addr().Is4() {
 		return nil, fmt.Errorf("--raw needs an IPv4 address and port to connect to, not %q", f.connect)

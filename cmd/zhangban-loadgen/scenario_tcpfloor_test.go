@@ -69,6 +69,7 @@ func TestTCPFloorUsage(t *testing.T) {
 		{"--receivers", "0"},
 		{"--role", "both"},
 		{"--source-base", "250"},
+		{"--conns", "5", "--receivers", "6"},
 	} {
 		err := run(context.Background(), append([]string{"tcp-floor"}, args...), new(bytes.Buffer), new(bytes.Buffer))
 		if ue := (usageError{}); !errors.As(err, &ue) {
@@ -87,16 +88,17 @@ func TestTCPFloorRawErrors(t *testing.T) {
 	}
 	closed := ln.Addr().String()
 	ln.Close()
-	for _, c := range []struct{ connect, source, want string }{
-		{closed, "127.0.0.11", "connection 1 of 2: connect: connection refused"},
-		{"localhost:80", "127.0.0.11", "IPv4 address and port"},
-		{"[::1]:80", "127.0.0.11", "IPv4 address and port"},
-		{closed, "::1", "IPv4 source address"},
+	for _, c := range []struct{ n, connect, source, want string }{
+		{"2", closed, "127.0.0.11", "connection 1 of 2: connect: connection refused"},
+		{"2", "localhost:80", "127.0.0.11", "IPv4 address and port"},
+		{"2", "[::1]:80", "127.0.0.11", "IPv4 address and port"},
+		{"2", closed, "::1", "IPv4 source address"},
+		{"0", closed, "127.0.0.11", "not --n 0"},
 	} {
-		err := run(context.Background(), []string{"tcp-floor", "--role", "receive", "--raw", "--n", "2",
+		err := run(context.Background(), []string{"tcp-floor", "--role", "receive", "--raw", "--n", c.n,
 			"--connect", c.connect, "--source", c.source}, new(bytes.Buffer), new(bytes.Buffer))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("--connect %s --source %s: %v, want an error with %q", c.connect, c.source, err, c.want)
+			t.Errorf("--n %s --connect %s --source %s: %v, want an error with %q", c.n, c.connect, c.source, err, c.want)
 		}
 	}
 }
