@@ -35,7 +35,7 @@ func TestStampOf(t *testing.T) {
 	if at, ok := stampOf(oob); !ok || at != want || at != 1795616256_292906001 {
 		t.Fatalf("stampOf = %d, %v; the standard library's parser gives %d", at, ok, want)
 	}
-	for n := range len(oob) - 1 {
+	for n := range len(oob) {
 		if at, ok := stampOf(oob[:n]); ok {
 			t.Errorf("%d of %d bytes: a stamp %d", n, len(oob), at)
 		}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -64,11 +65,8 @@ func floorReceiveRaw(ctx context.Context, f floorFlags, arrive func(b, i int, at
 			return nil, fmt.Errorf("connection %d of %d: %w", i+1, f.n, err)
 		}
 	}
-	conn := make([]int32, fds[len(fds)-1]+1) // descriptor → connection number
+	conn := make([]int32, slices.Max(fds)+1) // descriptor → connection number
 	for i, fd := range fds {
-		if fd >= len(conn) {
-			conn = append(conn, make([]int32, fd+1-len(conn))...)
-		}
 		conn[fd] = int32(i)
 	}
 	var quit atomic.Bool

@@ -395,11 +395,11 @@ type fleet struct {
 	onMessage func(cl *wsClient, m client.Message, now time.Time, sent time.Time, n int64) // extra per-message hook
 }
 
-// parseTag reads "lg <run> <unix-ns> <n>".
-// parseTag reads what tagText wrote. It allocates nothing (the prefix, at
-// most 32 bytes for the run tags made here, is built on the stack): every
-// client runs it for every message (with strings.Fields it was a slice a
-// message, 1 % of the load generator's CPU in a fan-out's burst).
+// parseTag reads what tagText wrote, "lg <run> <unix-ns> <n>". It
+// allocates nothing (the prefix, at most 32 bytes for the run tags made
+// here, is built on the stack): every client runs it for every message
+// (with strings.Fields it was a slice a message, 1 % of the load
+// generator's CPU in a fan-out's burst).
 func parseTag(text, run string) (sent time.Time, n int64, ok bool) {
 	rest, ok := strings.CutPrefix(text, "lg "+run+" ")
 	at, count, ok2 := strings.Cut(rest, " ")
