@@ -384,12 +384,14 @@ func floorServe(ctx context.Context, f floorFlags, in io.Reader, out io.Writer) 
 	return ctx.Err()
 }
 
-// floorReceive dials f.n connections from f.source to f.connect and
-// reports when each burst's message was read on each of them.
-func floorReceive(ctx context.Context, f floorFlags, out io.Writer) error {
+// floorReceiveGo makes f.n connections from f.source to f.connect and
+// reads each in a goroutine of its own, as the client library does, calling
+// arrive with the burst, the connection's number and the time for each
+// message read. stop closes the connections.
+func floorReceiveGo(ctx context.Context, f floorFlags, arrive func(b, i int, at int64)) (stop func(), err error) {
 	src, err := net.ResolveTCPAddr("tcp", net.JoinHostPort(f.source, "0"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d := net.Dialer{LocalAddr: src, Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -398,6 +400,36 @@ func floorReceive(ctx context.Context, f floorFlags, out io.Writer) error {
 		}
 		return serr
 	}}
+	var conns []net.Conn
+	stop = func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for i := range f.n {
+		c, err := d.DialContext(ctx, "tcp", f.connect)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("connection %d of %d: %w", i+1, f.n, err)
+		}
+		conns = append(conns, c)
+		go func() {
+			buf := make([]byte, f.size)
+			for b := range f.bursts {
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return
+				}
+				arrive(b, i, time.Now().UnixNano())
+			}
+		}()
+	}
+	return stop, nil
+}
+
+// floorReceive dials f.n connections from f.source to f.connect, reads
+// them (floorReceiveGo, or floorReceiveRaw with --raw) and reports when
+// each burst's message was read on each of them.
+func floorReceive(ctx context.Context, f floorFlags, out io.Writer) error {
 	arrived := make([][]int64, f.bursts)
 	got := make([]atomic.Int64, f.bursts)
 	done := make([]chan struct{}, f.bursts)
@@ -411,36 +443,15 @@ func floorReceive(ctx context.Context, f floorFlags, out io.Writer) error {
 			close(done[b])
 		}
 	}
+	receive := floorReceiveGo
 	if f.raw {
-		stop, err := floorReceiveRaw(ctx, f, arrive)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	} else {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for i := range f.n {
-			c, err := d.DialContext(ctx, "tcp", f.connect)
-			if err != nil {
-				return fmt.Errorf("connection %d of %d: %w", i+1, f.n, err)
-			}
-			conns = append(conns, c)
-			go func() {
-				buf := make([]byte, f.size)
-				for b := range f.bursts {
-					if _, err := io.ReadFull(c, buf); err != nil {
-						return
-					}
-					arrive(b, i, time.Now().UnixNano())
-				}
-			}()
-		}
+		receive = floorReceiveRaw
 	}
+	stop, err := receive(ctx, f, arrive)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	w := bufio.NewWriter(out)
 	fmt.Fprintln(w, "ready")
 	w.Flush()
